@@ -1,0 +1,233 @@
+//! Wiring: builds every component from a [`Config`], starts the tasks, and
+//! shuts them down in order. The only module that names concrete
+//! implementations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::card::CardSet;
+use crate::clock::Clock;
+use crate::command::CommandSet;
+use crate::config::{Config, ConsoleConfig};
+use crate::event::ChatKind;
+use crate::handler::Bot;
+use crate::http::{self, HttpState};
+use crate::i18n::Catalog;
+use crate::metrics as m;
+use crate::pipeline::dispatch::Dispatcher;
+use crate::pipeline::inbox::Inbox;
+use crate::pipeline::journal::Journal;
+use crate::pipeline::outbox::{Outbox, RetryPolicy};
+use crate::platform::console::{Console, Session};
+use crate::platform::{ChatPlatform, Channels};
+use crate::policy::Policy;
+use crate::router::RouterConfig;
+use crate::status::{Settle, Stats};
+use crate::store::Store;
+
+/// The static definitions the bot runs on, loaded and checked together.
+pub struct Definitions {
+    pub catalog: Arc<Catalog>,
+    pub commands: Arc<CommandSet>,
+    pub cards: Arc<CardSet>,
+}
+
+/// Loads the catalog, command files and card templates the config names.
+/// Every problem is returned, each naming its file and key.
+pub fn load_definitions(config: &Config) -> Result<Definitions, Vec<String>> {
+    let strings = |errs: Vec<_>| errs.into_iter().map(|e: Box<dyn std::error::Error>| e.to_string()).collect::<Vec<_>>();
+    let catalog = Catalog::embedded()
+        .map(Arc::new)
+        .map_err(|e| strings(e.into_iter().map(|e| Box::new(e) as _).collect()))?;
+    let commands = match &config.commands_dir {
+        Some(dir) => CommandSet::from_dir(dir),
+        None => CommandSet::embedded(),
+    };
+    let cards = match &config.cards_dir {
+        Some(dir) => CardSet::from_dir(catalog.clone(), dir),
+        None => CardSet::embedded(catalog.clone()),
+    };
+    match (commands, cards) {
+        (Ok(commands), Ok(cards)) => Ok(Definitions { catalog, commands: Arc::new(commands), cards: Arc::new(cards) }),
+        (commands, cards) => {
+            let mut problems: Vec<String> = Vec::new();
+            if let Err(e) = commands {
+                problems.extend(e.iter().map(ToString::to_string));
+            }
+            if let Err(e) = cards {
+                problems.extend(e.iter().map(ToString::to_string));
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// `opsclaw check-config FILE`: every problem in the config, commands and cards.
+pub fn check_config(path: &Path) -> Vec<String> {
+    match Config::load(path) {
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        Ok(config) => load_definitions(&config).err().unwrap_or_default(),
+    }
+}
+
+/// `opsclaw migrate`: applies the database migrations and exits.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(())
+}
+
+/// Where the console reads and writes; the binary passes stdin and stdout.
+pub struct ConsoleIo {
+    pub input: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub output: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+}
+
+/// Runs the bot until a shutdown signal, or until the console input ends
+/// when the console is the only channel. Returns after a graceful drain.
+pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal: CancellationToken) -> anyhow::Result<()> {
+    let defs = load_definitions(&config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
+    let clock = Clock::new();
+    let prometheus = crate::metrics::install();
+    let store = Store::connect(&config.database_url).await.context("opening the store")?;
+    store.migrate().await.context("running migrations")?;
+
+    let stats = Arc::new(Stats::default());
+    let channels = Channels::default();
+    let stop = CancellationToken::new();
+    let (journal, journal_task) = Journal::spawn(store.clone(), clock, stop.clone());
+
+    let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+    let console = match (&config.console, console_io) {
+        (Some(console_config), Some(io)) => {
+            let console = Console::new(io.output, console_config.rate, &clock);
+            platforms.push(console.clone());
+            channels.register("console");
+            Some((console, console_config.clone(), io.input))
+        }
+        (Some(_), None) => bail!("the console channel is enabled but this process has no console"),
+        (None, _) => None,
+    };
+
+    let p = &config.pipeline;
+    let outbox_wake = Arc::new(Notify::new());
+    let retry = RetryPolicy {
+        max_attempts: p.max_attempts,
+        base_delay: p.retry_base,
+        max_delay: p.retry_max,
+        send_timeout: p.send_timeout,
+    };
+    let outbox = Outbox::new(store.clone(), journal.clone(), platforms, outbox_wake.clone(), retry, stats.clone(), clock, stop.clone());
+    let outbox_task = tokio::spawn(outbox.run());
+
+    let access = config.access.clone();
+    let bot = Arc::new(Bot {
+        store: store.clone(),
+        catalog: defs.catalog,
+        commands: defs.commands,
+        cards: defs.cards,
+        policy: Policy::new(access.principals, access.default_roles, access.allowed_chats, access.admin_role),
+        router: RouterConfig { bot_names: config.bot_names.clone() },
+        locales: config.locales.clone(),
+        channels: channels.clone(),
+        stats: stats.clone(),
+        clock,
+    });
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let dispatcher = Dispatcher::new(bot, journal.clone(), outbox_wake, stats.clone(), clock, p.max_concurrent_handlers, p.token_ttl);
+    let dispatch_task = tokio::spawn(dispatcher.run(events_rx));
+    let inbox = Inbox::new(journal.clone(), events_tx, stats.clone());
+
+    let pending = store.pending_events().await.context("reading pending events")?;
+    if !pending.is_empty() {
+        tracing::info!(n = pending.len(), "replaying events accepted before the last stop");
+    }
+    for event in pending {
+        inbox.requeue(event).await?;
+    }
+
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), clock, config.pipeline.clone(), stop.clone()));
+
+    let http_task = match config.http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "http listening");
+            let state = Arc::new(HttpState { stats: stats.clone(), channels: channels.clone(), store: store.clone(), prometheus, clock });
+            Some(tokio::spawn(http::serve(listener, http::router(state), stop.clone())))
+        }
+        None => None,
+    };
+
+    // Adapters stop taking input on `intake_stop`, before the pipeline drains.
+    let intake_stop = CancellationToken::new();
+    let console_task = console.map(|(console, console_config, input)| {
+        let ConsoleConfig { user, chat, wait_for_replies, .. } = console_config;
+        let session = Session { user, chat, chat_kind: ChatKind::Direct };
+        let settle = wait_for_replies.then(|| Settle { stats: stats.clone(), store: store.clone(), deadline: Duration::from_secs(30) });
+        tokio::spawn(console.read_input(input, inbox.clone(), channels.clone(), clock, session, settle, intake_stop.clone()))
+    });
+    drop(inbox);
+    stats.started.store(true, Ordering::SeqCst);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), backend = ?store.backend(), "opsclaw ready");
+
+    match console_task {
+        // With a console, the session ends when its input does (or on a signal).
+        Some(mut task) => tokio::select! {
+            result = &mut task => result.context("console reader")?,
+            () = shutdown_signal.cancelled() => {
+                intake_stop.cancel();
+                task.await.context("console reader")?;
+            }
+        },
+        None => shutdown_signal.cancelled().await,
+    }
+    intake_stop.cancel();
+
+    tracing::info!("shutting down: draining in-flight events and queued replies");
+    match stats.drain(&store, config.pipeline.shutdown_timeout).await {
+        Ok(true) => tracing::info!("drained"),
+        Ok(false) => tracing::warn!("shutdown deadline reached; undelivered replies stay in the outbox for the next start"),
+        Err(e) => tracing::error!(error = %e, "checking the outbox during shutdown failed"),
+    }
+    stop.cancel();
+    dispatch_task.await.context("dispatcher")?;
+    outbox_task.await.context("outbox")?;
+    housekeeping.await.context("housekeeping")?;
+    if let Some(task) = http_task {
+        task.await.context("http server")??;
+    }
+    drop(journal);
+    journal_task.await.context("journal")?;
+    Ok(())
+}
+
+/// Keeps gauges current and deletes what retention no longer needs.
+async fn housekeeping(store: Store, clock: Clock, p: crate::config::PipelineConfig, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut n_ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let (Ok(outbox), Ok(inbox)) = (store.outbox_pending_count().await, store.inbox_pending_count().await) {
+            metrics::gauge!(m::OUTBOX_DEPTH).set(outbox as f64);
+            metrics::gauge!(m::INBOX_PENDING).set(inbox as f64);
+        }
+        // Every ten minutes, starting with the first tick.
+        if n_ticks % 120 == 0 {
+            match store.cleanup(clock.now_ms(), p.inbox_retention, p.outbox_retention).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "retention cleanup"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
+            }
+        }
+        n_ticks += 1;
+    }
+}

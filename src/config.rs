@@ -1,0 +1,546 @@
+//! Configuration: one TOML file, parsed into [`RawConfig`] (unknown keys are
+//! errors) and validated into a typed [`Config`]. Every problem is collected
+//! and reported with its key. Secrets never live in the file: values such as
+//! a database password come from environment variables the file names.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::event::{PlatformKind, UserId};
+use crate::i18n::{Locale, LocaleRules};
+use crate::platform::Rate;
+use crate::policy::{ChatPattern, PrincipalDef, Role};
+
+/// The configuration `opsclaw chat` runs on when no file is given.
+pub const CHAT_DEFAULTS: &str = include_str!("chat.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    bot_names: Vec<String>,
+    commands_dir: Option<PathBuf>,
+    cards_dir: Option<PathBuf>,
+    #[serde(default)]
+    store: RawStore,
+    http: Option<RawHttp>,
+    #[serde(default)]
+    locale: RawLocale,
+    #[serde(default)]
+    access: RawAccess,
+    #[serde(default)]
+    principals: Vec<RawPrincipal>,
+    console: Option<RawConsole>,
+    #[serde(default)]
+    pipeline: RawPipeline,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    url_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocale {
+    default: Option<String>,
+    #[serde(default)]
+    platforms: HashMap<String, String>,
+    #[serde(default)]
+    chats: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    #[serde(default)]
+    allowed_chats: Vec<String>,
+    #[serde(default)]
+    default_roles: Vec<String>,
+    admin_role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    name: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default = "yes")]
+    enabled: bool,
+    user: Option<String>,
+    chat: Option<String>,
+    rate_per_second: Option<f64>,
+    burst: Option<u32>,
+    #[serde(default = "yes")]
+    wait_for_replies: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    max_concurrent_handlers: Option<usize>,
+    inbox_retention: Option<String>,
+    outbox_retention: Option<String>,
+    token_ttl: Option<String>,
+    shutdown_timeout: Option<String>,
+    max_attempts: Option<u32>,
+    retry_base: Option<String>,
+    retry_max: Option<String>,
+    send_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bot_names: Vec<String>,
+    pub commands_dir: Option<PathBuf>,
+    pub cards_dir: Option<PathBuf>,
+    pub database_url: String,
+    pub http_listen: Option<SocketAddr>,
+    pub locales: LocaleRules,
+    pub access: Access,
+    pub console: Option<ConsoleConfig>,
+    pub pipeline: PipelineConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub principals: Vec<PrincipalDef>,
+    pub default_roles: BTreeSet<Role>,
+    pub allowed_chats: Vec<ChatPattern>,
+    pub admin_role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub user: String,
+    pub chat: String,
+    pub rate: Rate,
+    /// Read the next input line only once the previous one is answered.
+    pub wait_for_replies: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub max_concurrent_handlers: usize,
+    pub inbox_retention: Duration,
+    pub outbox_retention: Duration,
+    pub token_ttl: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub send_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Feishu keeps redelivering an unacknowledged event for up to 6 hours, so the
+/// inbox must remember ids for longer than that.
+const MIN_INBOX_RETENTION: Duration = Duration::from_secs(8 * 3600);
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![ConfigError { file: file.clone(), key: "-".into(), message: e.to_string() }])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &file, base, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text`; relative paths are resolved against `base`, and
+    /// `env` reads environment variables (secrets).
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e.span().map_or("-".to_owned(), |s| format!("line {}", line_of(text, s.start)));
+            vec![ConfigError { file: file.to_owned(), key, message: e.message().to_owned() }]
+        })?;
+        let mut v = Validator { file, errors: Vec::new() };
+        let config = v.config(raw, base, env);
+        if v.errors.is_empty() { Ok(config) } else { Err(v.errors) }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError { file: self.file.to_owned(), key: key.to_owned(), message: message.into() });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value.map(humantime::parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(key, format!("not a duration ({e}); write e.g. 30s, 15m, 8h, 7d"));
+                default
+            }
+        }
+    }
+
+    fn role(&mut self, key: &str, name: &str) -> Option<Role> {
+        Role::parse(name).map_err(|m| self.err(key, m)).ok()
+    }
+
+    fn locale(&mut self, key: &str, name: &str) -> Locale {
+        Locale::parse(name).unwrap_or_else(|| {
+            self.err(key, format!("unknown locale `{name}` (en, zh-CN)"));
+            Locale::En
+        })
+    }
+
+    fn config(&mut self, raw: RawConfig, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let data_dir = resolve(raw.data_dir.unwrap_or_else(|| PathBuf::from("opsclaw-data")));
+        let bot_names = if raw.bot_names.is_empty() { vec!["opsclaw".to_owned()] } else { raw.bot_names };
+        if bot_names.iter().any(|n| n.is_empty() || n.contains(char::is_whitespace)) {
+            self.err("bot_names", "bot names must be non-empty and contain no spaces");
+        }
+        let database_url = self.database_url(raw.store, &data_dir, env);
+        let http_listen = raw.http.and_then(|h| {
+            h.listen.parse().map_err(|e| self.err("http.listen", format!("`{}`: {e} (write host:port)", h.listen))).ok()
+        });
+        let locales = self.locales(raw.locale);
+        let access = self.access(raw.access, raw.principals);
+        let console = raw.console.filter(|c| c.enabled).map(|c| {
+            let rate = Rate { per_second: c.rate_per_second.unwrap_or(20.0), burst: c.burst.unwrap_or(20) };
+            if !(rate.per_second > 0.0) {
+                self.err("console.rate_per_second", "must be greater than 0");
+            }
+            ConsoleConfig {
+                user: c.user.unwrap_or_else(|| "you".into()),
+                chat: c.chat.unwrap_or_else(|| "local".into()),
+                rate,
+                wait_for_replies: c.wait_for_replies,
+            }
+        });
+        let pipeline = self.pipeline(raw.pipeline);
+        let log = LogConfig {
+            format: match raw.log.format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    self.err("log.format", format!("unknown format `{other}` (text, json)"));
+                    LogFormat::Text
+                }
+            },
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            self.err("log.level", e.to_string());
+        }
+        Config {
+            data_dir,
+            bot_names,
+            commands_dir: raw.commands_dir.map(resolve),
+            cards_dir: raw.cards_dir.map(resolve),
+            database_url,
+            http_listen,
+            locales,
+            access,
+            console,
+            pipeline,
+            log,
+        }
+    }
+
+    fn database_url(&mut self, raw: RawStore, data_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> String {
+        let url = match (raw.url, raw.url_env) {
+            (Some(_), Some(_)) => {
+                self.err("store", "set either store.url or store.url_env, not both");
+                return String::new();
+            }
+            (Some(url), None) => {
+                if url.contains('@') && crate::store::redact_url(&url) != url {
+                    self.err("store.url", "contains a password; put the URL in an environment variable and name it in store.url_env");
+                }
+                url
+            }
+            (None, Some(var)) => match env(&var) {
+                Some(url) => url,
+                None => {
+                    self.err("store.url_env", format!("environment variable `{var}` is not set"));
+                    return String::new();
+                }
+            },
+            (None, None) => format!("sqlite://{}", data_dir.join("opsclaw.db").display()),
+        };
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            self.err("store.url", "must start with sqlite:, postgres: or postgresql:");
+        }
+        url
+    }
+
+    fn locales(&mut self, raw: RawLocale) -> LocaleRules {
+        let default = raw.default.map_or(Locale::En, |l| self.locale("locale.default", &l));
+        let mut platforms = HashMap::new();
+        for (name, locale) in raw.platforms {
+            let key = format!("locale.platforms.{name}");
+            match PlatformKind::parse(&name) {
+                Some(p) => {
+                    platforms.insert(p, self.locale(&key, &locale));
+                }
+                None => self.err(&key, format!("unknown platform `{name}` (console, feishu, telegram)")),
+            }
+        }
+        let mut chats = HashMap::new();
+        for (chat, locale) in raw.chats {
+            let key = format!("locale.chats.\"{chat}\"");
+            match ChatPattern::parse(&chat) {
+                Ok(ChatPattern::Exact(c)) => {
+                    chats.insert(c, self.locale(&key, &locale));
+                }
+                Ok(ChatPattern::AnyOn(_)) => self.err(&key, "use locale.platforms for a whole platform"),
+                Err(m) => self.err(&key, m),
+            }
+        }
+        LocaleRules { default, platforms, chats }
+    }
+
+    fn access(&mut self, raw: RawAccess, raw_principals: Vec<RawPrincipal>) -> Access {
+        let allowed_chats = raw
+            .allowed_chats
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| ChatPattern::parse(c).map_err(|m| self.err(&format!("access.allowed_chats[{i}]"), m)).ok())
+            .collect();
+        let default_roles = raw
+            .default_roles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.role(&format!("access.default_roles[{i}]"), r))
+            .collect();
+        let admin_role = self.role("access.admin_role", raw.admin_role.as_deref().unwrap_or("admin")).unwrap_or_else(|| {
+            Role::parse("admin").expect("`admin` is a valid role name")
+        });
+        let mut principals = Vec::new();
+        let mut names = HashSet::new();
+        let mut ids_seen: HashMap<(PlatformKind, UserId), String> = HashMap::new();
+        for (i, p) in raw_principals.into_iter().enumerate() {
+            let key = format!("principals[{i}]");
+            if p.name.is_empty() || p.name.contains(':') {
+                self.err(&format!("{key}.name"), "a name must be non-empty and contain no `:`");
+            }
+            if !names.insert(p.name.clone()) {
+                self.err(&format!("{key}.name"), format!("duplicate principal `{}`", p.name));
+            }
+            let roles = p
+                .roles
+                .iter()
+                .enumerate()
+                .filter_map(|(j, r)| self.role(&format!("{key}.roles[{j}]"), r))
+                .collect();
+            let mut ids = Vec::new();
+            for (j, id) in p.ids.iter().enumerate() {
+                let id_key = format!("{key}.ids[{j}]");
+                let Some((platform, user)) = id.split_once(':') else {
+                    self.err(&id_key, format!("`{id}` must look like platform:user_id"));
+                    continue;
+                };
+                let Some(platform) = PlatformKind::parse(platform).filter(|_| !user.is_empty()) else {
+                    self.err(&id_key, format!("`{id}` must look like platform:user_id with a known platform"));
+                    continue;
+                };
+                let pair = (platform, UserId::new(user));
+                if let Some(other) = ids_seen.insert(pair.clone(), p.name.clone()) {
+                    self.err(&id_key, format!("`{id}` is already given to `{other}`"));
+                }
+                ids.push(pair);
+            }
+            principals.push(PrincipalDef { name: p.name, roles, ids });
+        }
+        Access { principals, default_roles, allowed_chats, admin_role }
+    }
+
+    fn pipeline(&mut self, raw: RawPipeline) -> PipelineConfig {
+        let inbox_retention =
+            self.duration("pipeline.inbox_retention", raw.inbox_retention.as_deref(), Duration::from_secs(24 * 3600));
+        if inbox_retention < MIN_INBOX_RETENTION {
+            self.err("pipeline.inbox_retention", "must be at least 8h: Feishu redelivers events for up to 6 hours");
+        }
+        let max_concurrent_handlers = raw.max_concurrent_handlers.unwrap_or(64);
+        if max_concurrent_handlers == 0 {
+            self.err("pipeline.max_concurrent_handlers", "must be at least 1");
+        }
+        let max_attempts = raw.max_attempts.unwrap_or(10);
+        if max_attempts == 0 {
+            self.err("pipeline.max_attempts", "must be at least 1");
+        }
+        PipelineConfig {
+            max_concurrent_handlers,
+            inbox_retention,
+            outbox_retention: self.duration(
+                "pipeline.outbox_retention",
+                raw.outbox_retention.as_deref(),
+                Duration::from_secs(7 * 86_400),
+            ),
+            token_ttl: self.duration("pipeline.token_ttl", raw.token_ttl.as_deref(), Duration::from_secs(7 * 86_400)),
+            shutdown_timeout: self.duration("pipeline.shutdown_timeout", raw.shutdown_timeout.as_deref(), Duration::from_secs(10)),
+            max_attempts,
+            retry_base: self.duration("pipeline.retry_base", raw.retry_base.as_deref(), Duration::from_secs(1)),
+            retry_max: self.duration("pipeline.retry_max", raw.retry_max.as_deref(), Duration::from_secs(300)),
+            send_timeout: self.duration("pipeline.send_timeout", raw.send_timeout.as_deref(), Duration::from_secs(30)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let env = |name: &str| (name == "DB_URL").then(|| "postgres://u:pw@db/opsclaw".to_owned());
+        Config::parse(text, "test.toml", Path::new("/etc/opsclaw"), &env)
+    }
+
+    fn keys(text: &str) -> Vec<String> {
+        parse(text).unwrap_err().into_iter().map(|e| e.key).collect()
+    }
+
+    #[test]
+    fn chat_defaults_are_valid() {
+        let config = parse(CHAT_DEFAULTS).unwrap();
+        assert!(config.console.is_some());
+        assert!(config.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../deploy/config.example.toml");
+        let env = |_: &str| Some("postgres://opsclaw:secret@db/opsclaw".to_owned());
+        let config = Config::parse(text, "config.example.toml", Path::new("/etc/opsclaw"), &env)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(config.http_listen.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let errors = parse("data_dir = \"x\"\n[access]\nallowed_chat = []\n").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "line 3");
+        assert!(errors[0].message.contains("allowed_chat"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_listed_with_its_key() {
+        let text = r#"
+[store]
+url = "postgres://u:hunter2@db/x"
+[http]
+listen = "localhost"
+[locale]
+default = "fr"
+platforms = { irc = "en" }
+[access]
+allowed_chats = ["feishu:oc_1", "slack:*"]
+default_roles = ["Bad Role"]
+[[principals]]
+name = "a"
+ids = ["feishu:ou_1", "nope"]
+[[principals]]
+name = "a"
+ids = ["feishu:ou_1"]
+[pipeline]
+inbox_retention = "1h"
+token_ttl = "soon"
+"#;
+        let got = keys(text);
+        for expected in [
+            "store.url",
+            "http.listen",
+            "locale.default",
+            "locale.platforms.irc",
+            "access.allowed_chats[1]",
+            "access.default_roles[0]",
+            "principals[0].ids[1]",
+            "principals[1].name",
+            "principals[1].ids[0]",
+            "pipeline.inbox_retention",
+            "pipeline.token_ttl",
+        ] {
+            assert!(got.contains(&expected.to_owned()), "missing {expected} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let config = parse("[store]\nurl_env = \"DB_URL\"\n").unwrap();
+        assert_eq!(config.database_url, "postgres://u:pw@db/opsclaw");
+        assert_eq!(keys("[store]\nurl_env = \"MISSING\"\n"), vec!["store.url_env"]);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_file() {
+        let config = parse("data_dir = \"data\"\ncommands_dir = \"/abs/cmds\"\n").unwrap();
+        assert_eq!(config.data_dir, Path::new("/etc/opsclaw/data"));
+        assert_eq!(config.commands_dir.as_deref(), Some(Path::new("/abs/cmds")));
+        assert_eq!(config.database_url, "sqlite:///etc/opsclaw/data/opsclaw.db");
+    }
+}

@@ -1,0 +1,158 @@
+//! The `opsclaw` binary: parses the command line, sets up logging and hands
+//! over to `app`. Nothing else happens here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use opsclaw::app::{self, ConsoleIo};
+use opsclaw::config::{self, Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "opsclaw", version, about = "ChatOps bot for on-call and platform teams on Feishu (Lark) and Telegram")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Talk to the bot in this terminal (or pipe): console adapter, SQLite, bundled commands and cards.
+    Chat {
+        /// A config file to use instead of the embedded defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where the SQLite database lives (default: ./opsclaw-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Reply language: en or zh-CN.
+        #[arg(long)]
+        locale: Option<String>,
+    },
+    /// Check a config file with its command files and card templates; list every problem.
+    CheckConfig { file: PathBuf },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("opsclaw: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { file } => {
+            let problems = app::check_config(&file);
+            if problems.is_empty() {
+                println!("{}: ok", file.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!("{} problem(s) found", problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Migrate { config } => {
+            let config = load(&config)?;
+            init_logging(&config, "info");
+            app::migrate(&config).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let config = load(&config)?;
+            init_logging(&config, &config.log.level);
+            let io = config.console.as_ref().map(|_| stdio());
+            app::run(config, io, signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat { config: path, data_dir, locale } => {
+            let mut config = match &path {
+                Some(path) => load(path)?,
+                None => {
+                    let cwd = std::env::current_dir()?;
+                    Config::parse(config::CHAT_DEFAULTS, "(embedded chat defaults)", &cwd, &|name| std::env::var(name).ok())
+                        .map_err(|e| anyhow::anyhow!(join(&e)))?
+                }
+            };
+            if let Some(dir) = data_dir {
+                config.database_url = format!("sqlite://{}", dir.join("opsclaw.db").display());
+                config.data_dir = dir;
+            }
+            if let Some(locale) = locale {
+                config.locales.default = opsclaw::i18n::Locale::parse(&locale)
+                    .ok_or_else(|| anyhow::anyhow!("unknown locale `{locale}` (en, zh-CN)"))?;
+            }
+            if config.console.is_none() {
+                anyhow::bail!("this config does not enable [console]");
+            }
+            // The conversation owns stdout; logs go to stderr and stay quiet unless asked.
+            init_logging(&config, "warn");
+            eprintln!("opsclaw chat: type /help (:help for console commands, Ctrl-D to quit)");
+            app::run(config, Some(stdio()), signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", join(&e)))
+}
+
+fn join(errors: &[config::ConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+fn stdio() -> ConsoleIo {
+    ConsoleIo { input: Box::new(tokio::io::stdin()), output: Box::new(tokio::io::stdout()) }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level.
+fn init_logging(config: &Config, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fired = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                eprintln!("opsclaw: cannot listen for SIGTERM: {e}");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        fired.cancel();
+    });
+    token
+}

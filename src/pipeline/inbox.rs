@@ -1,0 +1,71 @@
+//! The inbox: the first durable step for every event. An adapter calls
+//! [`Inbox::submit`] and acknowledges the platform only after it returns, so
+//! an acknowledged event is always on disk; a redelivered event id is
+//! recognized and handled once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+
+use super::journal::{Journal, JournalError};
+use crate::event::Event;
+use crate::metrics as m;
+use crate::status::Stats;
+use crate::store::{Write, Written};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// New: persisted and queued for handling.
+    Accepted,
+    /// Seen before (a platform retry): nothing more will happen.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("could not persist the event: {0}")]
+    Journal(#[from] JournalError),
+    #[error("the bot is shutting down")]
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    journal: Journal,
+    dispatch: mpsc::Sender<Event>,
+    stats: Arc<Stats>,
+}
+
+impl Inbox {
+    pub fn new(journal: Journal, dispatch: mpsc::Sender<Event>, stats: Arc<Stats>) -> Self {
+        Self { journal, dispatch, stats }
+    }
+
+    /// Persists `event` and queues it for handling. Returns once it is durable.
+    pub async fn submit(&self, event: Event) -> Result<Admission, InboxError> {
+        let platform = event.chat.platform.as_str();
+        metrics::counter!(m::EVENTS_IN, "platform" => platform, "kind" => event.kind.label()).increment(1);
+        match self.journal.write(Write::Accept(event.clone())).await? {
+            Written::Duplicate => {
+                metrics::counter!(m::EVENTS_DUPLICATE, "platform" => platform).increment(1);
+                tracing::debug!(event_id = %event.id, "duplicate event ignored");
+                Ok(Admission::Duplicate)
+            }
+            _ => {
+                self.requeue(event).await?;
+                Ok(Admission::Accepted)
+            }
+        }
+    }
+
+    /// Queues an already persisted event (startup replay of pending events).
+    pub async fn requeue(&self, event: Event) -> Result<(), InboxError> {
+        self.stats.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.dispatch.send(event).await.is_err() {
+            self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(InboxError::Closed);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Delivers persisted replies. A loader reads pending rows in id order and
+//! hands each to its chat's lane; a lane sends in order, within the
+//! platform's per-chat and global rates, retries temporary failures with
+//! jittered exponential backoff (persisting the next attempt), honours the
+//! platform's retry-after without holding up other chats, and records the
+//! result. Rows carry their idempotency key to the platform, so a resend
+//! after a crash is recognized where the platform supports it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::journal::Journal;
+use super::lanes::{LaneRx, Lanes};
+use super::rate::TokenBucket;
+use crate::clock::Clock;
+use crate::event::{ChatRef, MessageId, PlatformKind};
+use crate::metrics as m;
+use crate::platform::{ChatPlatform, Content, Outbound, PlatformError};
+use crate::reply::{CardKey, CardMode, QueuedBody, QueuedReply};
+use crate::status::Stats;
+use crate::store::{Store, Write};
+
+/// How deliveries are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub send_timeout: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1 << attempts.min(16)).min(self.max_delay);
+        // ±20% jitter so many failing chats do not retry in lockstep.
+        exp.mul_f64(rand::rng().random_range(0.8..1.2))
+    }
+}
+
+pub struct Outbox {
+    store: Store,
+    journal: Journal,
+    platforms: HashMap<PlatformKind, Arc<dyn ChatPlatform>>,
+    global_buckets: HashMap<PlatformKind, Arc<Mutex<TokenBucket>>>,
+    lanes: Lanes<ChatRef, QueuedReply>,
+    wake: Arc<Notify>,
+    retry: RetryPolicy,
+    stats: Arc<Stats>,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+/// The outcome of one delivery attempt.
+enum Attempt {
+    Sent(Option<(CardKey, ChatRef, MessageId)>),
+    Failed(PlatformError),
+}
+
+impl Outbox {
+    #[allow(clippy::too_many_arguments)] // One constructor call in app.rs; a params struct would only rename these.
+    pub fn new(
+        store: Store,
+        journal: Journal,
+        platforms: Vec<Arc<dyn ChatPlatform>>,
+        wake: Arc<Notify>,
+        retry: RetryPolicy,
+        stats: Arc<Stats>,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let global_buckets = platforms
+            .iter()
+            .filter_map(|p| p.limits().global.map(|g| (p.kind(), Arc::new(Mutex::new(TokenBucket::new(g))))))
+            .collect();
+        let platforms = platforms.into_iter().map(|p| (p.kind(), p)).collect();
+        Arc::new(Self {
+            store,
+            journal,
+            platforms,
+            global_buckets,
+            lanes: Lanes::new(1024, Duration::from_secs(60)),
+            wake,
+            retry,
+            stats,
+            clock,
+            shutdown,
+        })
+    }
+
+    /// Loads pending rows and feeds the lanes until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let mut cursor = 0;
+        loop {
+            let rows = match self.store.outbox_pending(cursor, 256).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the outbox failed");
+                    Vec::new()
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            for row in rows {
+                cursor = row.id;
+                if !self.platforms.contains_key(&row.chat.platform) {
+                    let error = format!("platform {} is not enabled", row.chat.platform);
+                    tracing::warn!(outbox_id = row.id, chat = %row.chat, "{error}; reply dropped");
+                    self.record(Write::Failed { id: row.id, attempts: row.attempts, error }).await;
+                    continue;
+                }
+                let me = self.clone();
+                self.lanes.send(row.chat.clone(), row, move |lane| me.clone().lane(lane)).await;
+            }
+        }
+    }
+
+    async fn lane(self: Arc<Self>, mut rows: LaneRx<ChatRef, QueuedReply>) {
+        let mut bucket: Option<TokenBucket> = None;
+        while let Some(row) = rows.recv().await {
+            let platform = self.platforms[&row.chat.platform].clone();
+            let bucket = bucket.get_or_insert_with(|| TokenBucket::new(platform.limits().per_chat));
+            let span = tracing::info_span!("deliver", chat = %row.chat, outbox_id = row.id);
+            tracing::Instrument::instrument(self.deliver(platform.as_ref(), bucket, row), span).await;
+            self.stats.progress.notify_waiters();
+        }
+    }
+
+    async fn deliver(&self, platform: &dyn ChatPlatform, bucket: &mut TokenBucket, row: QueuedReply) {
+        let wait_ms = row.not_before_ms - self.clock.now_ms();
+        if wait_ms > 0 && !self.pause(Duration::from_millis(wait_ms as u64)).await {
+            return;
+        }
+        let mut attempts = row.attempts;
+        let mut throttled = 0u32;
+        loop {
+            bucket.take().await;
+            if let Some(global) = self.global_buckets.get(&platform.kind()) {
+                global.lock().await.take().await;
+            }
+            let attempt = match tokio::time::timeout(self.retry.send_timeout, self.attempt(platform, &row)).await {
+                Ok(attempt) => attempt,
+                Err(_) => Attempt::Failed(PlatformError::Retryable("send timed out".into())),
+            };
+            let label = platform.kind().as_str();
+            let error = match attempt {
+                Attempt::Sent(post) => {
+                    metrics::counter!(m::SENDS, "platform" => label).increment(1);
+                    self.record(Write::Sent { id: row.id, post }).await;
+                    return;
+                }
+                Attempt::Failed(PlatformError::RateLimited { retry_after }) if throttled < 50 => {
+                    throttled += 1;
+                    metrics::counter!(m::SEND_RATE_LIMITED, "platform" => label).increment(1);
+                    tracing::info!(retry_after_ms = retry_after.as_millis() as u64, "platform rate limit; waiting");
+                    if !self.pause(retry_after).await {
+                        return;
+                    }
+                    continue;
+                }
+                Attempt::Failed(e) => e,
+            };
+            attempts += 1;
+            let reason = match &error {
+                PlatformError::Rejected(_) => "rejected",
+                PlatformError::RateLimited { .. } => "rate_limited",
+                PlatformError::Retryable(_) => "retryable",
+            };
+            metrics::counter!(m::SEND_FAILURES, "platform" => label, "reason" => reason).increment(1);
+            let retryable = !matches!(error, PlatformError::Rejected(_));
+            if !retryable || attempts >= self.retry.max_attempts {
+                tracing::error!(error = %error, attempts, "delivery failed for good");
+                self.record(Write::Failed { id: row.id, attempts, error: error.to_string() }).await;
+                return;
+            }
+            let delay = self.retry.backoff(attempts);
+            tracing::warn!(error = %error, attempts, delay_ms = delay.as_millis() as u64, "delivery failed; will retry");
+            let next_attempt_at = self.clock.now_ms() + delay.as_millis() as i64;
+            self.record(Write::Retry { id: row.id, attempts, next_attempt_at, error: error.to_string() }).await;
+            if !self.pause(delay).await {
+                return;
+            }
+        }
+    }
+
+    /// One delivery of `row`: an update patches every earlier post of the card
+    /// in that chat, or posts it when there is none.
+    async fn attempt(&self, platform: &dyn ChatPlatform, row: &QueuedReply) -> Attempt {
+        let outbound = |content| Outbound {
+            key: &row.key,
+            chat: &row.chat,
+            reply_to: row.reply_to.as_ref(),
+            thread: row.thread.as_ref(),
+            content,
+        };
+        let result = match &row.body {
+            QueuedBody::Text(text) => platform.send(&outbound(Content::Text(text))).await.map(|_| None),
+            QueuedBody::Card { key, card, mode } => {
+                let posts = match mode {
+                    CardMode::New => Vec::new(),
+                    CardMode::Update => match self.store.card_posts(key, &row.chat).await {
+                        Ok(posts) => posts,
+                        Err(e) => return Attempt::Failed(PlatformError::Retryable(e.to_string())),
+                    },
+                };
+                if posts.is_empty() {
+                    platform
+                        .send(&outbound(Content::NewCard(card)))
+                        .await
+                        .map(|sent| sent.message_id.map(|id| (key.clone(), row.chat.clone(), id)))
+                } else {
+                    let mut result = Ok(None);
+                    for message in &posts {
+                        if let Err(e) = platform.send(&outbound(Content::UpdateCard { message, card })).await {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    result
+                }
+            }
+        };
+        match result {
+            Ok(post) => Attempt::Sent(post),
+            Err(e) => Attempt::Failed(e),
+        }
+    }
+
+    async fn record(&self, write: Write) {
+        if let Err(e) = self.journal.write(write).await {
+            tracing::error!(error = %e, "recording a delivery result failed");
+        }
+    }
+
+    /// Sleeps for `d`; false when shutdown came first.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}

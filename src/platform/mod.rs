@@ -1,0 +1,157 @@
+//! The boundary to chat platforms. Each platform lives in its own submodule
+//! and is the only code that knows its wire format: adapters turn platform
+//! input into [`crate::event::Event`]s, and a [`ChatPlatform`] turns persisted
+//! replies into platform messages.
+//!
+//! [`Channels`] is the shared record of every inbound channel's health, read
+//! by `/status`, `/readyz` and `/metrics`.
+
+pub mod console;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::card::Card;
+use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
+
+/// Sends replies to one platform.
+#[async_trait]
+pub trait ChatPlatform: Send + Sync + 'static {
+    fn kind(&self) -> PlatformKind;
+
+    /// How fast this platform lets us send.
+    fn limits(&self) -> SendLimits;
+
+    /// Delivers one message. `msg.key` is stable across retries and restarts;
+    /// platforms that support idempotency keys must pass it on.
+    async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError>;
+}
+
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    pub key: &'a str,
+    pub chat: &'a ChatRef,
+    pub reply_to: Option<&'a MessageId>,
+    pub thread: Option<&'a ThreadId>,
+    pub content: Content<'a>,
+}
+
+#[derive(Debug)]
+pub enum Content<'a> {
+    Text(&'a str),
+    NewCard(&'a Card),
+    /// Replace the card previously posted as `message`.
+    UpdateCard { message: &'a MessageId, card: &'a Card },
+}
+
+/// What the platform said it stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub message_id: Option<MessageId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// Network trouble, timeouts, 5xx: try again later.
+    #[error("temporary failure: {0}")]
+    Retryable(String),
+    /// The platform asked us to slow down.
+    #[error("rate limited for {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// The platform refused the message; sending it again will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// Token-bucket rates: `per_chat` for each chat, `global` across the platform.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SendLimits {
+    pub per_chat: Rate,
+    pub global: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// The state of one inbound channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelState {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Failed(String),
+    /// Ended on purpose (console input closed, shutdown).
+    Closed,
+}
+
+impl ChannelState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting => "reconnecting",
+            Self::Failed(_) => "failed",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStatus {
+    pub state: ChannelState,
+    pub last_event_ms: Option<i64>,
+    pub reconnects: u64,
+}
+
+/// Health of every inbound channel, by name (`console`, `feishu`, …).
+#[derive(Debug, Clone, Default)]
+pub struct Channels(Arc<Mutex<BTreeMap<String, ChannelStatus>>>);
+
+impl Channels {
+    pub fn register(&self, name: &str) {
+        self.update(name, |s| s.state = ChannelState::Connecting);
+    }
+
+    pub fn set_state(&self, name: &str, state: ChannelState) {
+        self.update(name, |s| {
+            if state == ChannelState::Reconnecting {
+                s.reconnects += 1;
+            }
+            s.state = state;
+        });
+    }
+
+    pub fn event_seen(&self, name: &str, now_ms: i64) {
+        self.update(name, |s| s.last_event_ms = Some(now_ms));
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, ChannelStatus)> {
+        let map = self.0.lock().expect("channel map lock is never poisoned");
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Names of channels that are not connected, for `/readyz`.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(_, s)| s.state != ChannelState::Connected)
+            .map(|(name, s)| format!("{name} is {}", s.state.label()))
+            .collect()
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut ChannelStatus)) {
+        let mut map = self.0.lock().expect("channel map lock is never poisoned");
+        let status = map.entry(name.to_owned()).or_insert(ChannelStatus {
+            state: ChannelState::Connecting,
+            last_event_ms: None,
+            reconnects: 0,
+        });
+        f(status);
+    }
+}

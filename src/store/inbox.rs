@@ -1,0 +1,108 @@
+//! Inbox rows: every accepted event, kept after handling for deduplication
+//! (Feishu redelivers for hours) and replayed at startup while still pending.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use super::{Store, StoreError};
+use crate::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, ThreadId, UserId};
+
+/// The stored form of an [`Event`]. Fields are only ever added.
+#[derive(Serialize, Deserialize)]
+struct EventRow {
+    platform: String,
+    chat_id: String,
+    direct: bool,
+    sender_id: String,
+    sender_name: String,
+    message_id: Option<String>,
+    thread: Option<String>,
+    received_at_ms: i64,
+    #[serde(flatten)]
+    kind: KindRow,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum KindRow {
+    Message { text: String, mentions_bot: bool },
+    Action { token: String },
+}
+
+pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<bool, StoreError> {
+    let row = EventRow {
+        platform: event.chat.platform.as_str().to_owned(),
+        chat_id: event.chat.id.as_str().to_owned(),
+        direct: event.chat_kind == ChatKind::Direct,
+        sender_id: event.sender.id.as_str().to_owned(),
+        sender_name: event.sender.display_name.clone(),
+        message_id: event.message_id.as_ref().map(|m| m.as_str().to_owned()),
+        thread: event.thread.as_ref().map(|t| t.as_str().to_owned()),
+        received_at_ms: event.received_at_ms,
+        kind: match &event.kind {
+            EventKind::Message { text, mentions_bot } => KindRow::Message { text: text.clone(), mentions_bot: *mentions_bot },
+            EventKind::Action { token } => KindRow::Action { token: token.clone() },
+        },
+    };
+    let payload = serde_json::to_string(&row).expect("event rows always serialize");
+    let result = sqlx::query(
+        "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at) \
+         VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.id.as_str())
+    .bind(row.platform)
+    .bind(row.chat_id)
+    .bind(payload)
+    .bind(event.received_at_ms)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(super) async fn mark_done(conn: &mut AnyConnection, event: &EventId, now_ms: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE inbox SET state = 1, done_at = $1 WHERE event_id = $2")
+        .bind(now_ms)
+        .bind(event.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Events accepted but not yet handled, oldest first: replayed at startup.
+    pub async fn pending_events(&self) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT event_id, payload FROM inbox WHERE state = 0 ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| decode(r.try_get("event_id")?, r.try_get("payload")?))
+            .collect()
+    }
+
+    pub async fn inbox_pending_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox WHERE state = 0")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+}
+
+fn decode(event_id: String, payload: String) -> Result<Event, StoreError> {
+    let row: EventRow =
+        serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(format!("inbox {event_id}: {e}")))?;
+    let platform = PlatformKind::parse(&row.platform)
+        .ok_or_else(|| StoreError::Corrupt(format!("inbox {event_id}: platform `{}`", row.platform)))?;
+    Ok(Event {
+        id: EventId::from_stored(event_id),
+        chat: ChatRef::new(platform, row.chat_id),
+        chat_kind: if row.direct { ChatKind::Direct } else { ChatKind::Group },
+        sender: Sender { id: UserId::new(row.sender_id), display_name: row.sender_name },
+        message_id: row.message_id.map(MessageId::new),
+        thread: row.thread.map(ThreadId::new),
+        received_at_ms: row.received_at_ms,
+        kind: match row.kind {
+            KindRow::Message { text, mentions_bot } => EventKind::Message { text, mentions_bot },
+            KindRow::Action { token } => EventKind::Action { token },
+        },
+    })
+}

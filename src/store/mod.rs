@@ -1,0 +1,256 @@
+//! Durable state behind one [`Store`] handle: SQLite (the default, one
+//! replica) or PostgreSQL, chosen by URL, with the same SQL for both through
+//! sqlx's `Any` driver and per-backend migrations in `migrations/`.
+//!
+//! Writes on the event path go through [`Store::apply`], which runs a batch
+//! of [`Write`]s in one transaction: the inbox and outbox use it to group-commit
+//! many events per fsync. The store knows domain types and its own row
+//! formats; it does not know platforms' wire formats.
+
+mod inbox;
+mod outbox;
+mod tokens;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+
+use crate::event::{ChatRef, Event, EventId, MessageId};
+use crate::reply::CardKey;
+
+pub use outbox::NewDelivery;
+pub use tokens::{NewToken, StoredGrant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("stored row is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A cheap handle to the connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One write on the event path; see [`Store::apply`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Persist an inbound event unless its id was seen before.
+    Accept(Event),
+    /// The event was handled: enqueue its replies and button tokens, mark it done.
+    Complete { event: EventId, deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
+    /// An outbox row reached the platform; a new card records where it was posted.
+    Sent { id: i64, post: Option<(CardKey, ChatRef, MessageId)> },
+    /// Delivery failed and will be retried at `next_attempt_at`.
+    Retry { id: i64, attempts: u32, next_attempt_at: i64, error: String },
+    /// Delivery failed for good.
+    Failed { id: i64, attempts: u32, error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Accepted,
+    Duplicate,
+    Done,
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://path` or `postgres://…`). SQLite files are
+    /// created with their directory and run in WAL mode with a busy timeout.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Connect(format!("unsupported database URL scheme in `{}`", redact_url(url))));
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the single writer; NORMAL sync is
+                        // durable across process crashes, which is what the outbox needs.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Runs `writes` in one transaction and returns one result per write.
+    /// When the batch fails as a whole, each write is retried alone so one
+    /// bad write cannot fail its neighbours.
+    pub async fn apply(&self, writes: &[Write], now_ms: i64) -> Vec<Result<Written, StoreError>> {
+        match self.apply_all(writes, now_ms).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(e) if writes.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut results = Vec::with_capacity(writes.len());
+                for write in writes {
+                    let one = self.apply_all(std::slice::from_ref(write), now_ms).await;
+                    results.push(one.map(|mut r| r.remove(0)));
+                }
+                results
+            }
+        }
+    }
+
+    async fn apply_all(&self, writes: &[Write], now_ms: i64) -> Result<Vec<Written>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            results.push(apply_one(&mut tx, write, now_ms).await?);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Deletes what no longer needs keeping: handled inbox rows older than
+    /// `inbox_keep`, finished outbox rows older than `outbox_keep`, expired tokens.
+    pub async fn cleanup(&self, now_ms: i64, inbox_keep: Duration, outbox_keep: Duration) -> Result<u64, StoreError> {
+        let inbox_cut = now_ms - inbox_keep.as_millis() as i64;
+        let outbox_cut = now_ms - outbox_keep.as_millis() as i64;
+        let mut n = sqlx::query("DELETE FROM inbox WHERE state = 1 AND done_at < $1")
+            .bind(inbox_cut)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM outbox WHERE state <> 0 AND finished_at < $1")
+            .bind(outbox_cut)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        n += sqlx::query("DELETE FROM action_tokens WHERE expires_at < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
+    /// Checks the database answers, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+}
+
+async fn apply_one(conn: &mut AnyConnection, write: &Write, now_ms: i64) -> Result<Written, StoreError> {
+    match write {
+        Write::Accept(event) => {
+            let fresh = inbox::insert(conn, event).await?;
+            Ok(if fresh { Written::Accepted } else { Written::Duplicate })
+        }
+        Write::Complete { event, deliveries, tokens: new_tokens } => {
+            for d in deliveries {
+                outbox::insert(conn, d, now_ms).await?;
+            }
+            for t in new_tokens {
+                tokens::insert(conn, t, now_ms).await?;
+            }
+            inbox::mark_done(conn, event, now_ms).await?;
+            Ok(Written::Done)
+        }
+        Write::Sent { id, post } => {
+            outbox::mark_sent(conn, *id, post.as_ref(), now_ms).await?;
+            Ok(Written::Done)
+        }
+        Write::Retry { id, attempts, next_attempt_at, error } => {
+            outbox::mark_retry(conn, *id, *attempts, *next_attempt_at, error).await?;
+            Ok(Written::Done)
+        }
+        Write::Failed { id, attempts, error } => {
+            outbox::mark_failed(conn, *id, *attempts, error, now_ms).await?;
+            Ok(Written::Done)
+        }
+    }
+}
+
+/// Adds `mode=rwc` so SQLite creates the file, and creates its directory.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" {
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    let query = if query.contains("mode=") { query.to_owned() } else if query.is_empty() { "mode=rwc".into() } else { format!("{query}&mode=rwc") };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Hides the password of a URL for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(sqlite_url("sqlite::memory:").unwrap(), "sqlite://:memory:?mode=rwc");
+    }
+}

@@ -1,0 +1,187 @@
+//! Outbox rows: replies waiting for (or done with) delivery, and the card
+//! posts that let a later update find every copy of a card.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use super::{Store, StoreError};
+use crate::card::Card;
+use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
+use crate::reply::{CardKey, CardMode, QueuedBody, QueuedReply};
+
+/// A reply ready to be enqueued.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub key: String,
+    pub chat: ChatRef,
+    pub reply_to: Option<MessageId>,
+    pub thread: Option<ThreadId>,
+    pub body: QueuedBody,
+}
+
+/// The stored form of a reply. Fields are only ever added.
+#[derive(Serialize, Deserialize)]
+struct PayloadRow {
+    reply_to: Option<String>,
+    thread: Option<String>,
+    #[serde(flatten)]
+    body: BodyRow,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BodyRow {
+    Text { text: String },
+    Card { card: Card, update: bool },
+}
+
+pub(super) async fn insert(conn: &mut AnyConnection, d: &NewDelivery, now_ms: i64) -> Result<(), StoreError> {
+    let (body, card_key) = match &d.body {
+        QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None),
+        QueuedBody::Card { key, card, mode } => {
+            (BodyRow::Card { card: card.clone(), update: *mode == CardMode::Update }, Some(key.as_str().to_owned()))
+        }
+    };
+    let payload = PayloadRow {
+        reply_to: d.reply_to.as_ref().map(|m| m.as_str().to_owned()),
+        thread: d.thread.as_ref().map(|t| t.as_str().to_owned()),
+        body,
+    };
+    sqlx::query(
+        "INSERT INTO outbox (idem_key, platform, chat_id, card_key, payload, state, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $6) ON CONFLICT (idem_key) DO NOTHING",
+    )
+    .bind(&d.key)
+    .bind(d.chat.platform.as_str())
+    .bind(d.chat.id.as_str())
+    .bind(card_key)
+    .bind(serde_json::to_string(&payload).expect("outbox rows always serialize"))
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn mark_sent(
+    conn: &mut AnyConnection,
+    id: i64,
+    post: Option<&(CardKey, ChatRef, MessageId)>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET state = 1, finished_at = $1 WHERE id = $2")
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some((key, chat, message)) = post {
+        sqlx::query(
+            "INSERT INTO card_posts (card_key, platform, chat_id, message_id, posted_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(key.as_str())
+        .bind(chat.platform.as_str())
+        .bind(chat.id.as_str())
+        .bind(message.as_str())
+        .bind(now_ms)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn mark_retry(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: u32,
+    next_attempt_at: i64,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4")
+        .bind(i64::from(attempts))
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn mark_failed(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: u32,
+    error: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET state = 2, attempts = $1, last_error = $2, finished_at = $3 WHERE id = $4")
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(now_ms)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Pending replies with an id above `after_id`, in id order.
+    pub async fn outbox_pending(&self, after_id: i64, limit: u32) -> Result<Vec<QueuedReply>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, idem_key, platform, chat_id, card_key, payload, attempts, next_attempt_at \
+             FROM outbox WHERE state = 0 AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub async fn outbox_pending_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Where card `key` was posted in `chat`, oldest first.
+    pub async fn card_posts(&self, key: &CardKey, chat: &ChatRef) -> Result<Vec<MessageId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT message_id FROM card_posts WHERE card_key = $1 AND platform = $2 AND chat_id = $3 ORDER BY posted_at",
+        )
+        .bind(key.as_str())
+        .bind(chat.platform.as_str())
+        .bind(chat.id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(MessageId::new(r.try_get::<String, _>("message_id")?))).collect()
+    }
+}
+
+fn decode(row: &sqlx::any::AnyRow) -> Result<QueuedReply, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let corrupt = |what: String| StoreError::Corrupt(format!("outbox {id}: {what}"));
+    let platform: String = row.try_get("platform")?;
+    let platform = PlatformKind::parse(&platform).ok_or_else(|| corrupt(format!("platform `{platform}`")))?;
+    let payload: String = row.try_get("payload")?;
+    let payload: PayloadRow = serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?;
+    let body = match payload.body {
+        BodyRow::Text { text } => QueuedBody::Text(text),
+        BodyRow::Card { card, update } => {
+            let key: Option<String> = row.try_get("card_key")?;
+            let key = key.ok_or_else(|| corrupt("card without card_key".into()))?;
+            QueuedBody::Card { key: CardKey::new(key), card, mode: if update { CardMode::Update } else { CardMode::New } }
+        }
+    };
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(QueuedReply {
+        id,
+        key: row.try_get("idem_key")?,
+        chat: ChatRef::new(platform, row.try_get::<String, _>("chat_id")?),
+        reply_to: payload.reply_to.map(MessageId::new),
+        thread: payload.thread.map(ThreadId::new),
+        body,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        not_before_ms: row.try_get("next_attempt_at")?,
+    })
+}

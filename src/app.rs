@@ -24,8 +24,8 @@ use crate::pipeline::dispatch::Dispatcher;
 use crate::pipeline::inbox::Inbox;
 use crate::pipeline::journal::Journal;
 use crate::pipeline::outbox::{Outbox, RetryPolicy};
-use crate::platform::console::{Console, Session};
-use crate::platform::{ChatPlatform, Channels};
+use crate::platform::console::{Console, Intake, Session};
+use crate::platform::{Channels, ChatPlatform};
 use crate::policy::Policy;
 use crate::router::RouterConfig;
 use crate::status::{Settle, Stats};
@@ -41,10 +41,10 @@ pub struct Definitions {
 /// Loads the catalog, command files and card templates the config names.
 /// Every problem is returned, each naming its file and key.
 pub fn load_definitions(config: &Config) -> Result<Definitions, Vec<String>> {
-    let strings = |errs: Vec<_>| errs.into_iter().map(|e: Box<dyn std::error::Error>| e.to_string()).collect::<Vec<_>>();
-    let catalog = Catalog::embedded()
-        .map(Arc::new)
-        .map_err(|e| strings(e.into_iter().map(|e| Box::new(e) as _).collect()))?;
+    let strings =
+        |errs: Vec<_>| errs.into_iter().map(|e: Box<dyn std::error::Error>| e.to_string()).collect::<Vec<_>>();
+    let catalog =
+        Catalog::embedded().map(Arc::new).map_err(|e| strings(e.into_iter().map(|e| Box::new(e) as _).collect()))?;
     let commands = match &config.commands_dir {
         Some(dir) => CommandSet::from_dir(dir),
         None => CommandSet::embedded(),
@@ -89,31 +89,33 @@ pub struct ConsoleIo {
     pub output: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
 }
 
-/// Runs the bot until a shutdown signal, or until the console input ends
-/// when the console is the only channel. Returns after a graceful drain.
-pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal: CancellationToken) -> anyhow::Result<()> {
-    let defs = load_definitions(&config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
+/// A started pipeline: store migrated, pending events replayed, journal,
+/// dispatcher, outbox and housekeeping running. Adapters feed [`Running::inbox`].
+pub struct Running {
+    pub inbox: Inbox,
+    pub store: Store,
+    pub stats: Arc<Stats>,
+    pub channels: Channels,
+    pub clock: Clock,
+    stop: CancellationToken,
+    journal: Journal,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+}
+
+/// Starts the pipeline with `platforms` as the reply senders.
+pub async fn start(
+    config: &Config,
+    platforms: Vec<Arc<dyn ChatPlatform>>,
+    channels: Channels,
+) -> anyhow::Result<Running> {
+    let defs = load_definitions(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
     let clock = Clock::new();
-    let prometheus = crate::metrics::install();
     let store = Store::connect(&config.database_url).await.context("opening the store")?;
     store.migrate().await.context("running migrations")?;
 
     let stats = Arc::new(Stats::default());
-    let channels = Channels::default();
     let stop = CancellationToken::new();
     let (journal, journal_task) = Journal::spawn(store.clone(), clock, stop.clone());
-
-    let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
-    let console = match (&config.console, console_io) {
-        (Some(console_config), Some(io)) => {
-            let console = Console::new(io.output, console_config.rate, &clock);
-            platforms.push(console.clone());
-            channels.register("console");
-            Some((console, console_config.clone(), io.input))
-        }
-        (Some(_), None) => bail!("the console channel is enabled but this process has no console"),
-        (None, _) => None,
-    };
 
     let p = &config.pipeline;
     let outbox_wake = Arc::new(Notify::new());
@@ -123,9 +125,16 @@ pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal:
         max_delay: p.retry_max,
         send_timeout: p.send_timeout,
     };
-    let outbox = Outbox::new(store.clone(), journal.clone(), platforms, outbox_wake.clone(), retry, stats.clone(), clock, stop.clone());
-    let outbox_task = tokio::spawn(outbox.run());
-
+    let outbox = Outbox::new(
+        store.clone(),
+        journal.clone(),
+        platforms,
+        outbox_wake.clone(),
+        retry,
+        stats.clone(),
+        clock,
+        stop.clone(),
+    );
     let access = config.access.clone();
     let bot = Arc::new(Bot {
         store: store.clone(),
@@ -140,9 +149,22 @@ pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal:
         clock,
     });
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let dispatcher = Dispatcher::new(bot, journal.clone(), outbox_wake, stats.clone(), clock, p.max_concurrent_handlers, p.token_ttl);
-    let dispatch_task = tokio::spawn(dispatcher.run(events_rx));
+    let dispatcher = Dispatcher::new(
+        bot,
+        journal.clone(),
+        outbox_wake,
+        stats.clone(),
+        clock,
+        p.max_concurrent_handlers,
+        p.token_ttl,
+    );
     let inbox = Inbox::new(journal.clone(), events_tx, stats.clone());
+    let tasks = vec![
+        ("journal", journal_task),
+        ("outbox", tokio::spawn(outbox.run())),
+        ("dispatcher", tokio::spawn(dispatcher.run(events_rx))),
+        ("housekeeping", tokio::spawn(housekeeping(store.clone(), clock, p.clone(), stop.clone()))),
+    ];
 
     let pending = store.pending_events().await.context("reading pending events")?;
     if !pending.is_empty() {
@@ -151,15 +173,71 @@ pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal:
     for event in pending {
         inbox.requeue(event).await?;
     }
+    stats.started.store(true, Ordering::SeqCst);
+    Ok(Running { inbox, store, stats, channels, clock, stop, journal, tasks })
+}
 
-    let housekeeping = tokio::spawn(housekeeping(store.clone(), clock, config.pipeline.clone(), stop.clone()));
+impl Running {
+    /// Waits up to `deadline` for in-flight events and queued replies, then
+    /// stops every task. Replies still queued stay in the outbox for the next start.
+    pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<()> {
+        let Running { inbox, store, stats, stop, journal, tasks, .. } = self;
+        // Dropping the last inbox handle ends the dispatcher once its queue is empty.
+        drop(inbox);
+        tracing::info!("shutting down: draining in-flight events and queued replies");
+        match stats.drain(&store, deadline).await {
+            Ok(true) => tracing::info!("drained"),
+            Ok(false) => {
+                tracing::warn!("shutdown deadline reached; undelivered replies stay in the outbox for the next start")
+            }
+            Err(e) => tracing::error!(error = %e, "checking the outbox during shutdown failed"),
+        }
+        stop.cancel();
+        drop(journal);
+        for (name, task) in tasks {
+            task.await.with_context(|| format!("{name} task"))?;
+        }
+        Ok(())
+    }
+}
 
+/// Runs the bot until a shutdown signal, or until the console input ends
+/// when there is a console. Returns after a graceful drain.
+pub async fn run(
+    config: Config,
+    console_io: Option<ConsoleIo>,
+    shutdown_signal: CancellationToken,
+) -> anyhow::Result<()> {
+    let prometheus = crate::metrics::install();
+    let channels = Channels::default();
+    let clock = Clock::new();
+    let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
+    let console = match (&config.console, console_io) {
+        (Some(console_config), Some(io)) => {
+            let console = Console::new(io.output, console_config.rate, &clock);
+            platforms.push(console.clone());
+            channels.register("console");
+            Some((console, console_config.clone(), io.input))
+        }
+        (Some(_), None) => bail!("the console channel is enabled but this process has no console"),
+        (None, _) => None,
+    };
+    let running = start(&config, platforms, channels.clone()).await?;
+
+    // The HTTP server outlives the drain so probes see the shutdown; it stops last.
+    let http_stop = CancellationToken::new();
     let http_task = match config.http_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "http listening");
-            let state = Arc::new(HttpState { stats: stats.clone(), channels: channels.clone(), store: store.clone(), prometheus, clock });
-            Some(tokio::spawn(http::serve(listener, http::router(state), stop.clone())))
+            let state = Arc::new(HttpState {
+                stats: running.stats.clone(),
+                channels: channels.clone(),
+                store: running.store.clone(),
+                prometheus,
+                clock: running.clock,
+            });
+            Some(tokio::spawn(http::serve(listener, http::router(state), http_stop.clone())))
         }
         None => None,
     };
@@ -169,12 +247,15 @@ pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal:
     let console_task = console.map(|(console, console_config, input)| {
         let ConsoleConfig { user, chat, wait_for_replies, .. } = console_config;
         let session = Session { user, chat, chat_kind: ChatKind::Direct };
-        let settle = wait_for_replies.then(|| Settle { stats: stats.clone(), store: store.clone(), deadline: Duration::from_secs(30) });
-        tokio::spawn(console.read_input(input, inbox.clone(), channels.clone(), clock, session, settle, intake_stop.clone()))
+        let settle = wait_for_replies.then(|| Settle {
+            stats: running.stats.clone(),
+            store: running.store.clone(),
+            deadline: Duration::from_secs(30),
+        });
+        let intake = Intake { inbox: running.inbox.clone(), channels: channels.clone(), clock: running.clock, settle };
+        tokio::spawn(console.read_input(input, intake, session, intake_stop.clone()))
     });
-    drop(inbox);
-    stats.started.store(true, Ordering::SeqCst);
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), backend = ?store.backend(), "opsclaw ready");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), backend = ?running.store.backend(), "opsclaw ready");
 
     match console_task {
         // With a console, the session ends when its input does (or on a signal).
@@ -188,22 +269,11 @@ pub async fn run(config: Config, console_io: Option<ConsoleIo>, shutdown_signal:
         None => shutdown_signal.cancelled().await,
     }
     intake_stop.cancel();
-
-    tracing::info!("shutting down: draining in-flight events and queued replies");
-    match stats.drain(&store, config.pipeline.shutdown_timeout).await {
-        Ok(true) => tracing::info!("drained"),
-        Ok(false) => tracing::warn!("shutdown deadline reached; undelivered replies stay in the outbox for the next start"),
-        Err(e) => tracing::error!(error = %e, "checking the outbox during shutdown failed"),
-    }
-    stop.cancel();
-    dispatch_task.await.context("dispatcher")?;
-    outbox_task.await.context("outbox")?;
-    housekeeping.await.context("housekeeping")?;
+    running.shutdown(config.pipeline.shutdown_timeout).await?;
+    http_stop.cancel();
     if let Some(task) = http_task {
         task.await.context("http server")??;
     }
-    drop(journal);
-    journal_task.await.context("journal")?;
     Ok(())
 }
 

@@ -17,9 +17,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("system clock is after 1970");
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).expect("system clock is after 1970");
         Self { anchor_wall_ms: wall.as_millis() as i64, anchor: Instant::now() }
     }
 
@@ -63,9 +61,7 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        let check = |secs: u64, expected: &str| {
-            assert_eq!(format_duration(Duration::from_secs(secs)), expected)
-        };
+        let check = |secs: u64, expected: &str| assert_eq!(format_duration(Duration::from_secs(secs)), expected);
         check(0, "0s");
         check(45, "45s");
         check(61, "1m 1s");

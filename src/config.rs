@@ -271,7 +271,7 @@ impl Validator<'_> {
         let access = self.access(raw.access, raw.principals);
         let console = raw.console.filter(|c| c.enabled).map(|c| {
             let rate = Rate { per_second: c.rate_per_second.unwrap_or(20.0), burst: c.burst.unwrap_or(20) };
-            if !(rate.per_second > 0.0) {
+            if rate.per_second.is_nan() || rate.per_second <= 0.0 {
                 self.err("console.rate_per_second", "must be greater than 0");
             }
             ConsoleConfig {
@@ -319,7 +319,10 @@ impl Validator<'_> {
             }
             (Some(url), None) => {
                 if url.contains('@') && crate::store::redact_url(&url) != url {
-                    self.err("store.url", "contains a password; put the URL in an environment variable and name it in store.url_env");
+                    self.err(
+                        "store.url",
+                        "contains a password; put the URL in an environment variable and name it in store.url_env",
+                    );
                 }
                 url
             }
@@ -369,7 +372,9 @@ impl Validator<'_> {
             .allowed_chats
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| ChatPattern::parse(c).map_err(|m| self.err(&format!("access.allowed_chats[{i}]"), m)).ok())
+            .filter_map(|(i, c)| {
+                ChatPattern::parse(c).map_err(|m| self.err(&format!("access.allowed_chats[{i}]"), m)).ok()
+            })
             .collect();
         let default_roles = raw
             .default_roles
@@ -377,9 +382,9 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, r)| self.role(&format!("access.default_roles[{i}]"), r))
             .collect();
-        let admin_role = self.role("access.admin_role", raw.admin_role.as_deref().unwrap_or("admin")).unwrap_or_else(|| {
-            Role::parse("admin").expect("`admin` is a valid role name")
-        });
+        let admin_role = self
+            .role("access.admin_role", raw.admin_role.as_deref().unwrap_or("admin"))
+            .unwrap_or_else(|| Role::parse("admin").expect("`admin` is a valid role name"));
         let mut principals = Vec::new();
         let mut names = HashSet::new();
         let mut ids_seen: HashMap<(PlatformKind, UserId), String> = HashMap::new();
@@ -391,12 +396,8 @@ impl Validator<'_> {
             if !names.insert(p.name.clone()) {
                 self.err(&format!("{key}.name"), format!("duplicate principal `{}`", p.name));
             }
-            let roles = p
-                .roles
-                .iter()
-                .enumerate()
-                .filter_map(|(j, r)| self.role(&format!("{key}.roles[{j}]"), r))
-                .collect();
+            let roles =
+                p.roles.iter().enumerate().filter_map(|(j, r)| self.role(&format!("{key}.roles[{j}]"), r)).collect();
             let mut ids = Vec::new();
             for (j, id) in p.ids.iter().enumerate() {
                 let id_key = format!("{key}.ids[{j}]");
@@ -442,7 +443,11 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86_400),
             ),
             token_ttl: self.duration("pipeline.token_ttl", raw.token_ttl.as_deref(), Duration::from_secs(7 * 86_400)),
-            shutdown_timeout: self.duration("pipeline.shutdown_timeout", raw.shutdown_timeout.as_deref(), Duration::from_secs(10)),
+            shutdown_timeout: self.duration(
+                "pipeline.shutdown_timeout",
+                raw.shutdown_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
             max_attempts,
             retry_base: self.duration("pipeline.retry_base", raw.retry_base.as_deref(), Duration::from_secs(1)),
             retry_max: self.duration("pipeline.retry_max", raw.retry_max.as_deref(), Duration::from_secs(300)),
@@ -474,8 +479,7 @@ mod tests {
     #[test]
     fn example_config_is_valid() {
         let text = include_str!("../deploy/config.example.toml");
-        let env = |_: &str| Some("postgres://opsclaw:secret@db/opsclaw".to_owned());
-        let config = Config::parse(text, "config.example.toml", Path::new("/etc/opsclaw"), &env)
+        let config = Config::parse(text, "config.example.toml", Path::new("/etc/opsclaw"), &|_| None)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(config.http_listen.is_some());
     }

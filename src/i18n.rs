@@ -96,11 +96,7 @@ pub struct LocaleRules {
 
 impl LocaleRules {
     pub fn for_chat(&self, chat: &crate::event::ChatRef) -> Locale {
-        self.chats
-            .get(chat)
-            .or_else(|| self.platforms.get(&chat.platform))
-            .copied()
-            .unwrap_or(self.default)
+        self.chats.get(chat).or_else(|| self.platforms.get(&chat.platform)).copied().unwrap_or(self.default)
     }
 }
 
@@ -120,10 +116,8 @@ pub enum CatalogError {
     Placeholders { locale: Locale, key: String, found: BTreeSet<String>, expected: BTreeSet<String> },
 }
 
-const EMBEDDED: [(Locale, &str); 2] = [
-    (Locale::En, include_str!("../locales/en.toml")),
-    (Locale::ZhCn, include_str!("../locales/zh-CN.toml")),
-];
+const EMBEDDED: [(Locale, &str); 2] =
+    [(Locale::En, include_str!("../locales/en.toml")), (Locale::ZhCn, include_str!("../locales/zh-CN.toml"))];
 
 impl Catalog {
     /// Loads the embedded catalogs and checks them; every problem is returned.
@@ -236,9 +230,8 @@ fn fill(template: &str, args: &[(&str, &str)]) -> String {
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        let value = after
-            .find('}')
-            .and_then(|end| args.iter().find(|(k, _)| *k == &after[..end]).map(|(_, v)| (end, *v)));
+        let value =
+            after.find('}').and_then(|end| args.iter().find(|(k, _)| *k == &after[..end]).map(|(_, v)| (end, *v)));
         match value {
             Some((end, v)) => {
                 out.push_str(v);
@@ -260,9 +253,8 @@ mod tests {
 
     #[test]
     fn embedded_catalogs_are_complete_and_consistent() {
-        let catalog = Catalog::embedded().unwrap_or_else(|errs| {
-            panic!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
-        });
+        let catalog = Catalog::embedded()
+            .unwrap_or_else(|errs| panic!("{}", errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
         for locale in Locale::ALL {
             for msg in Msg::ALL {
                 assert!(catalog.lookup(locale, msg.key(), &[]).is_some(), "{locale} {msg:?}");
@@ -272,9 +264,7 @@ mod tests {
 
     #[test]
     fn fills_placeholders_and_keeps_unknown_braces() {
-        let check = |t: &str, args: &[(&str, &str)], expected: &str| {
-            assert_eq!(fill(t, args), expected)
-        };
+        let check = |t: &str, args: &[(&str, &str)], expected: &str| assert_eq!(fill(t, args), expected);
         check("pong", &[], "pong");
         check("hi {name}!", &[("name", "张三")], "hi 张三!");
         check("{a}{b}", &[("a", "1"), ("b", "2")], "12");

@@ -10,7 +10,11 @@ use opsclaw::config::{self, Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "opsclaw", version, about = "ChatOps bot for on-call and platform teams on Feishu (Lark) and Telegram")]
+#[command(
+    name = "opsclaw",
+    version,
+    about = "ChatOps bot for on-call and platform teams on Feishu (Lark) and Telegram"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,8 +93,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Some(path) => load(path)?,
                 None => {
                     let cwd = std::env::current_dir()?;
-                    Config::parse(config::CHAT_DEFAULTS, "(embedded chat defaults)", &cwd, &|name| std::env::var(name).ok())
-                        .map_err(|e| anyhow::anyhow!(join(&e)))?
+                    Config::parse(config::CHAT_DEFAULTS, "(embedded chat defaults)", &cwd, &|name| {
+                        std::env::var(name).ok()
+                    })
+                    .map_err(|e| anyhow::anyhow!(join(&e)))?
                 }
             };
             if let Some(dir) = data_dir {

@@ -15,7 +15,11 @@ impl Role {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if ok { Ok(Self(s.to_owned())) } else { Err(format!("role `{s}` must be 1-64 characters of a-z, 0-9, _ and -")) }
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!("role `{s}` must be 1-64 characters of a-z, 0-9, _ and -"))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -56,7 +60,8 @@ pub enum ChatPattern {
 impl ChatPattern {
     /// `feishu:oc_123` or `telegram:*`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (platform, id) = s.split_once(':').ok_or_else(|| format!("`{s}` must look like platform:chat_id or platform:*"))?;
+        let (platform, id) =
+            s.split_once(':').ok_or_else(|| format!("`{s}` must look like platform:chat_id or platform:*"))?;
         let platform = PlatformKind::parse(platform).ok_or_else(|| format!("`{platform}` is not a platform"))?;
         match id {
             "" => Err(format!("`{s}` has an empty chat id")),
@@ -169,7 +174,11 @@ mod tests {
                     roles: [role("deployer")].into(),
                     ids: vec![(PlatformKind::Feishu, UserId::new("ou_a")), (PlatformKind::Telegram, UserId::new("42"))],
                 },
-                PrincipalDef { name: "root".into(), roles: [role("admin")].into(), ids: vec![(PlatformKind::Console, UserId::new("root"))] },
+                PrincipalDef {
+                    name: "root".into(),
+                    roles: [role("admin")].into(),
+                    ids: vec![(PlatformKind::Console, UserId::new("root"))],
+                },
             ],
             [role("viewer")].into(),
             vec![ChatPattern::parse("feishu:oc_ops").unwrap(), ChatPattern::parse("console:*").unwrap()],

@@ -101,6 +101,13 @@ impl CardDraft {
                 Button { label: b.label, style: b.style, confirm: b.confirm, target: token }
             })
             .collect();
-        CardOf { title: self.title, color: self.color, fields: self.fields, body: self.body, buttons, footer: self.footer }
+        CardOf {
+            title: self.title,
+            color: self.color,
+            fields: self.fields,
+            body: self.body,
+            buttons,
+            footer: self.footer,
+        }
     }
 }

@@ -13,7 +13,7 @@ use minijinja::{Environment, ErrorKind, State, Value};
 use serde::Deserialize;
 
 use super::{Button, ButtonStyle, CardDraft, CardOf, Color, Field};
-use crate::action::Grant;
+use crate::action::{Action, Grant};
 use crate::i18n::{Catalog, Locale};
 
 /// A template's name: its file stem (`cards/status.toml` is `status`).
@@ -125,18 +125,15 @@ impl CardSet {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         env.add_function("t", move |state: &State, key: String, kwargs: Kwargs| -> Result<String, minijinja::Error> {
-            let locale = state
-                .lookup("locale")
-                .and_then(|v| v.as_str().and_then(Locale::parse))
-                .unwrap_or(Locale::En);
+            let locale = state.lookup("locale").and_then(|v| v.as_str().and_then(Locale::parse)).unwrap_or(Locale::En);
             let owned: Vec<(String, String)> = kwargs
                 .args()
                 .map(|k| (k.to_owned(), kwargs.get::<Value>(k).map(|v| v.to_string()).unwrap_or_default()))
                 .collect();
             let args: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            catalog
-                .lookup(locale, &key, &args)
-                .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, format!("unknown message key `{key}`")))
+            catalog.lookup(locale, &key, &args).ok_or_else(|| {
+                minijinja::Error::new(ErrorKind::InvalidOperation, format!("unknown message key `{key}`"))
+            })
         });
         let mut set = CardSet { env, templates: BTreeMap::new() };
         let mut errors = Vec::new();
@@ -170,7 +167,10 @@ impl CardSet {
                     "primary" => ButtonStyle::Primary,
                     "danger" => ButtonStyle::Danger,
                     other => {
-                        problems.push((format!("buttons[{i}].style"), format!("unknown style `{other}` (default, primary, danger)")));
+                        problems.push((
+                            format!("buttons[{i}].style"),
+                            format!("unknown style `{other}` (default, primary, danger)"),
+                        ));
                         continue;
                     }
                 };
@@ -189,10 +189,13 @@ impl CardSet {
                     problems.push((key, e.to_string()));
                 }
             }
+            // A template with problems is not also rendered: its errors are already listed.
+            if problems.is_empty() {
+                samples.push((id.clone(), file.clone(), raw.sample));
+            }
             for (key, message) in problems {
                 errors.push(CardTemplateError::File { file: file.clone(), key, message });
             }
-            samples.push((id.clone(), raw.sample));
             set.templates.insert(id, Template { fields, buttons, has_footer });
         }
         for required in CardId::REQUIRED {
@@ -204,22 +207,19 @@ impl CardSet {
                 });
             }
         }
-        if errors.is_empty() {
-            for (id, sample) in samples {
-                let ctx = Value::from_serialize(&sample);
-                let button_ids: Vec<String> = set.templates[&id].buttons.iter().map(|(b, _, _)| b.clone()).collect();
-                for locale in Locale::ALL {
-                    let grants = button_ids
-                        .iter()
-                        .map(|b| (b.as_str(), Grant::new(crate::action::Action::RefreshStatus, None)))
-                        .collect();
-                    if let Err(e) = set.render_named(&id, locale, &ctx, grants) {
-                        errors.push(CardTemplateError::File {
-                            file: format!("{id}.toml"),
-                            key: "sample".into(),
-                            message: format!("rendering with [sample] in {locale} failed: {e}"),
-                        });
-                    }
+        // Each sample renders in every locale with every button bound, so a
+        // missing message key or a bad color fails here, not on a live card.
+        for (id, file, sample) in samples {
+            let ctx = Value::from_serialize(&sample);
+            let button_ids: Vec<String> = set.templates[&id].buttons.iter().map(|(b, _, _)| b.clone()).collect();
+            for locale in Locale::ALL {
+                let grants = button_ids.iter().map(|b| (b.as_str(), Grant::new(Action::RefreshStatus, None))).collect();
+                if let Err(e) = set.render_named(&id, locale, &ctx, grants) {
+                    errors.push(CardTemplateError::File {
+                        file: file.clone(),
+                        key: "sample".into(),
+                        message: format!("rendering with [sample] in {locale} failed: {e}"),
+                    });
                 }
             }
         }
@@ -273,7 +273,12 @@ impl CardSet {
             let Some(pos) = grants.iter().position(|(b, _)| b == button_id) else { continue };
             let (_, grant) = grants.swap_remove(pos);
             let confirm = if *has_confirm { Some(render(&format!("buttons[{i}].confirm"))?) } else { None };
-            buttons.push(Button { label: render(&format!("buttons[{i}].label"))?, style: *style, confirm, target: grant });
+            buttons.push(Button {
+                label: render(&format!("buttons[{i}].label"))?,
+                style: *style,
+                confirm,
+                target: grant,
+            });
         }
         if let Some((unknown, _)) = grants.first() {
             return Err(CardTemplateError::Render {
@@ -299,7 +304,6 @@ fn render_error(id: &str, e: minijinja::Error) -> CardTemplateError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::Action;
 
     fn catalog() -> Arc<Catalog> {
         Arc::new(Catalog::embedded().unwrap())
@@ -342,10 +346,14 @@ mod tests {
     #[test]
     fn broken_templates_fail_at_load_with_file_and_key() {
         let errors = with_extra(("x.toml", "title = \"{{ t('no.such.key') }}\"\ncolor = \"blue\"\n")).unwrap_err();
-        assert!(errors.iter().any(|e| e.to_string().contains("x.toml: sample") && e.to_string().contains("no.such.key")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.to_string().contains("x.toml: sample") && e.to_string().contains("no.such.key")),
+            "{errors:?}"
+        );
         let errors = with_extra(("y.toml", "title = \"{% if %}\"\ncolor = \"blue\"\n")).unwrap_err();
         assert!(errors.iter().any(|e| e.to_string().starts_with("y.toml: title")), "{errors:?}");
-        let errors = with_extra(("z.toml", "title = \"x\"\ncolor = \"{{ c }}\"\n[sample]\nc = \"pink\"\n")).unwrap_err();
+        let errors =
+            with_extra(("z.toml", "title = \"x\"\ncolor = \"{{ c }}\"\n[sample]\nc = \"pink\"\n")).unwrap_err();
         assert!(errors.iter().any(|e| e.to_string().contains("pink")), "{errors:?}");
         let errors = with_extra(("w.toml", "title = \"x\"\ncolour = \"blue\"\ncolor = \"blue\"\n")).unwrap_err();
         assert!(errors.iter().any(|e| e.to_string().contains("colour")), "{errors:?}");
@@ -354,10 +362,8 @@ mod tests {
     #[test]
     fn embedded_list_matches_the_directory() {
         let on_disk = crate::command::read_toml_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cards"))).unwrap();
-        let names: Vec<_> = on_disk
-            .iter()
-            .map(|(p, _)| Path::new(p).file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<_> =
+            on_disk.iter().map(|(p, _)| Path::new(p).file_name().unwrap().to_string_lossy().into_owned()).collect();
         let embedded: Vec<_> = EMBEDDED.iter().map(|(n, _)| (*n).to_owned()).collect();
         assert_eq!(names, embedded, "add new card files to card::template::EMBEDDED");
     }

@@ -92,7 +92,8 @@ pub fn bind(spec: &CommandSpec, input: &str) -> Result<Args, ArgError> {
             options_done = true;
             continue;
         }
-        if let Some(option) = token.text.strip_prefix("--").filter(|o| !token.quoted && !options_done && !o.is_empty()) {
+        if let Some(option) = token.text.strip_prefix("--").filter(|o| !token.quoted && !options_done && !o.is_empty())
+        {
             let (name, inline) = match option.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_owned())),
                 None => (option, None),
@@ -143,11 +144,9 @@ pub fn check_value(arg: &ArgSpec, text: &str) -> Result<ArgValue, ArgError> {
         return Err(ArgError::TooLong { arg: arg.name.clone(), max: arg.max_len });
     }
     match &arg.kind {
-        ArgKind::Word { pattern: Some(re) } if !re.is_match(text) => Err(ArgError::Pattern {
-            arg: arg.name.clone(),
-            value: text.to_owned(),
-            pattern: re.as_str().to_owned(),
-        }),
+        ArgKind::Word { pattern: Some(re) } if !re.is_match(text) => {
+            Err(ArgError::Pattern { arg: arg.name.clone(), value: text.to_owned(), pattern: re.as_str().to_owned() })
+        }
         ArgKind::Word { .. } | ArgKind::Text => Ok(ArgValue::Str(text.to_owned())),
         ArgKind::Int { min, max } => {
             let range = || match (min, max) {
@@ -169,11 +168,11 @@ pub fn check_value(arg: &ArgSpec, text: &str) -> Result<ArgValue, ArgError> {
         ArgKind::Duration => humantime::parse_duration(text)
             .map(ArgValue::Duration)
             .map_err(|_| ArgError::Duration { arg: arg.name.clone(), value: text.to_owned() }),
-        ArgKind::Choice(choices) => choices
-            .iter()
-            .find(|c| c.eq_ignore_ascii_case(text))
-            .map(|c| ArgValue::Str(c.clone()))
-            .ok_or_else(|| ArgError::Choice { arg: arg.name.clone(), value: text.to_owned(), choices: choices.clone() }),
+        ArgKind::Choice(choices) => {
+            choices.iter().find(|c| c.eq_ignore_ascii_case(text)).map(|c| ArgValue::Str(c.clone())).ok_or_else(|| {
+                ArgError::Choice { arg: arg.name.clone(), value: text.to_owned(), choices: choices.clone() }
+            })
+        }
         ArgKind::Flag => match text {
             "true" | "yes" | "on" => Ok(ArgValue::Flag(true)),
             "false" | "no" | "off" => Ok(ArgValue::Flag(false)),

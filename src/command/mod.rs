@@ -30,12 +30,8 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 4] = [
-        ("help", Self::Help),
-        ("ping", Self::Ping),
-        ("whoami", Self::Whoami),
-        ("status", Self::Status),
-    ];
+    const ALL: [(&'static str, Builtin); 4] =
+        [("help", Self::Help), ("ping", Self::Ping), ("whoami", Self::Whoami), ("status", Self::Status)];
 
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, b)| *b)
@@ -84,8 +80,8 @@ impl CommandSpec {
         for arg in &self.args {
             let shown = match (&arg.kind, arg.required) {
                 (ArgKind::Flag, _) => format!(" [--{}]", arg.name),
-                (ArgKind::Text { .. }, true) => format!(" <{}…>", arg.name),
-                (ArgKind::Text { .. }, false) => format!(" [{}…]", arg.name),
+                (ArgKind::Text, true) => format!(" <{}…>", arg.name),
+                (ArgKind::Text, false) => format!(" [{}…]", arg.name),
                 (_, true) => format!(" <{}>", arg.name),
                 (_, false) => format!(" [{}]", arg.name),
             };
@@ -117,10 +113,15 @@ pub struct ArgSpec {
 #[derive(Debug)]
 pub enum ArgKind {
     /// One word (or a quoted phrase), optionally matching an anchored pattern.
-    Word { pattern: Option<Regex> },
+    Word {
+        pattern: Option<Regex>,
+    },
     /// The rest of the message, verbatim. Only the last argument.
     Text,
-    Int { min: Option<i64>, max: Option<i64> },
+    Int {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
     Duration,
     Choice(Vec<String>),
     /// A `--name` switch without a value.
@@ -160,9 +161,8 @@ impl CommandSet {
 
     /// Loads every `*.toml` in `dir`, sorted by name.
     pub fn from_dir(dir: &Path) -> Result<Self, Vec<CommandFileError>> {
-        let files = read_toml_dir(dir).map_err(|message| {
-            vec![CommandFileError { file: dir.display().to_string(), key: "-".into(), message }]
-        })?;
+        let files = read_toml_dir(dir)
+            .map_err(|message| vec![CommandFileError { file: dir.display().to_string(), key: "-".into(), message }])?;
         Self::from_files(files)
     }
 
@@ -408,10 +408,8 @@ mod tests {
     #[test]
     fn embedded_list_matches_the_directory() {
         let on_disk = read_toml_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/commands"))).unwrap();
-        let mut names: Vec<_> = on_disk
-            .iter()
-            .map(|(p, _)| Path::new(p).file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let mut names: Vec<_> =
+            on_disk.iter().map(|(p, _)| Path::new(p).file_name().unwrap().to_string_lossy().into_owned()).collect();
         names.sort();
         let embedded: Vec<_> = EMBEDDED.iter().map(|(n, _)| (*n).to_owned()).collect();
         assert_eq!(names, embedded, "add new command files to command::EMBEDDED");

@@ -47,7 +47,9 @@ pub async fn press(ctx: &Ctx<'_>, token: &ActionToken) -> Result<Vec<Reply>, Han
     policy.check_audience(ctx.principal, &stored.grant.only).map_err(HandlerError::ButtonDenied)?;
     tracing::info!(action = ?stored.grant.action, by = ctx.principal.key(), "button pressed");
     match stored.grant.action {
-        Action::RefreshStatus => Ok(vec![status_card(ctx, stored.card_key, CardMode::Update, stored.grant.role).await?]),
+        Action::RefreshStatus => {
+            Ok(vec![status_card(ctx, stored.card_key, CardMode::Update, stored.grant.role).await?])
+        }
     }
 }
 

@@ -146,7 +146,9 @@ fn explain_denial(ctx: &Ctx<'_>, denial: &Denial, command: Option<&str>) -> Stri
             let roles = ctx.principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
             let roles = if roles.is_empty() { ctx.t(Msg::None, &[]) } else { roles };
             match command {
-                Some(command) => ctx.t(Msg::DeniedRole, &[("role", role.as_str()), ("command", command), ("roles", &roles)]),
+                Some(command) => {
+                    ctx.t(Msg::DeniedRole, &[("role", role.as_str()), ("command", command), ("roles", &roles)])
+                }
                 None => ctx.t(Msg::DeniedButtonRole, &[("role", role.as_str()), ("roles", &roles)]),
             }
         }

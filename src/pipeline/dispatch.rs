@@ -107,7 +107,12 @@ impl Dispatcher {
 
 /// Turns replies into outbox rows with idempotency keys `<event id>#<n>`, and
 /// stores each card button's grant behind a fresh token.
-pub fn prepare(event: &EventId, replies: Vec<Reply>, now_ms: i64, token_ttl: Duration) -> (Vec<NewDelivery>, Vec<NewToken>) {
+pub fn prepare(
+    event: &EventId,
+    replies: Vec<Reply>,
+    now_ms: i64,
+    token_ttl: Duration,
+) -> (Vec<NewDelivery>, Vec<NewToken>) {
     let expires_at_ms = now_ms + token_ttl.as_millis() as i64;
     let mut tokens = Vec::new();
     let deliveries = replies
@@ -129,7 +134,13 @@ pub fn prepare(event: &EventId, replies: Vec<Reply>, now_ms: i64, token_ttl: Dur
                     QueuedBody::Card { key, card, mode }
                 }
             };
-            NewDelivery { key: format!("{event}#{idx}"), chat: reply.chat, reply_to: reply.reply_to, thread: reply.thread, body }
+            NewDelivery {
+                key: format!("{event}#{idx}"),
+                chat: reply.chat,
+                reply_to: reply.reply_to,
+                thread: reply.thread,
+                body,
+            }
         })
         .collect();
     (deliveries, tokens)

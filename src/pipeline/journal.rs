@@ -56,10 +56,7 @@ async fn run(store: Store, clock: Clock, mut rx: mpsc::Receiver<Pending>, shutdo
             item = rx.recv() => item,
             // On shutdown keep taking writes for a moment: in-flight work finishing
             // after the signal must still be recorded.
-            () = shutdown.cancelled() => match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                Ok(item) => item,
-                Err(_) => None,
-            },
+            () = shutdown.cancelled() => tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.unwrap_or_default(),
         };
         let Some(mut item) = first else { return };
         loop {

@@ -70,11 +70,6 @@ where
             }
         }
     }
-
-    /// Number of running lanes.
-    pub async fn len(&self) -> usize {
-        self.inner.map.lock().await.len()
-    }
 }
 
 impl<K: Hash + Eq, T> LaneRx<K, T> {
@@ -120,7 +115,7 @@ mod tests {
                 .await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while lanes.len().await > 0 {
+        while !lanes.inner.map.lock().await.is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "lanes never went idle");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

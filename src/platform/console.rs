@@ -64,17 +64,15 @@ impl Console {
             .collect()
     }
 
-    /// Reads stdin until EOF, `:quit` or shutdown, submitting each line as an event.
+    /// Reads `input` until EOF, `:quit` or shutdown, submitting each line as an event.
     pub async fn read_input(
         self: Arc<Self>,
         input: impl tokio::io::AsyncRead + Unpin,
-        inbox: Inbox,
-        channels: Channels,
-        clock: Clock,
+        intake: Intake,
         start: Session,
-        settle: Option<Settle>,
         shutdown: CancellationToken,
     ) {
+        let Intake { inbox, channels, clock, settle } = intake;
         channels.set_state(CHANNEL, ChannelState::Connected);
         let mut lines = BufReader::new(input).lines();
         let mut session = start;
@@ -151,6 +149,15 @@ impl Console {
     }
 }
 
+/// Where console input goes.
+pub struct Intake {
+    pub inbox: Inbox,
+    pub channels: Channels,
+    pub clock: Clock,
+    /// When set, each line waits for the previous one's replies.
+    pub settle: Option<Settle>,
+}
+
 /// Who is typing, and where, in a console session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -184,7 +191,9 @@ impl Session {
                     ChatKind::Direct => "this chat is now a direct message".into(),
                 }
             }
-            MetaCommand::Help => ":user NAME, :chat NAME, :group, :dm, :press TOKEN, :quit; a number presses that button".into(),
+            MetaCommand::Help => {
+                ":user NAME, :chat NAME, :group, :dm, :press TOKEN, :quit; a number presses that button".into()
+            }
         }
     }
 }
@@ -329,7 +338,12 @@ mod tests {
             fields: vec![Field { label: "Version".into(), value: "0.1.0".into(), short: true }],
             body: "- console: connected\n".into(),
             buttons: vec![
-                Button { label: "Refresh".into(), style: ButtonStyle::Primary, confirm: None, target: ActionToken::from_wire("t1") },
+                Button {
+                    label: "Refresh".into(),
+                    style: ButtonStyle::Primary,
+                    confirm: None,
+                    target: ActionToken::from_wire("t1"),
+                },
                 Button {
                     label: "Resolve".into(),
                     style: ButtonStyle::Danger,

@@ -44,7 +44,10 @@ pub enum Content<'a> {
     Text(&'a str),
     NewCard(&'a Card),
     /// Replace the card previously posted as `message`.
-    UpdateCard { message: &'a MessageId, card: &'a Card },
+    UpdateCard {
+        message: &'a MessageId,
+        card: &'a Card,
+    },
 }
 
 /// What the platform said it stored.

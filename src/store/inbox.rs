@@ -40,7 +40,9 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<bo
         thread: event.thread.as_ref().map(|t| t.as_str().to_owned()),
         received_at_ms: event.received_at_ms,
         kind: match &event.kind {
-            EventKind::Message { text, mentions_bot } => KindRow::Message { text: text.clone(), mentions_bot: *mentions_bot },
+            EventKind::Message { text, mentions_bot } => {
+                KindRow::Message { text: text.clone(), mentions_bot: *mentions_bot }
+            }
             EventKind::Action { token } => KindRow::Action { token: token.clone() },
         },
     };
@@ -74,16 +76,11 @@ impl Store {
         let rows = sqlx::query("SELECT event_id, payload FROM inbox WHERE state = 0 ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| decode(r.try_get("event_id")?, r.try_get("payload")?))
-            .collect()
+        rows.iter().map(|r| decode(r.try_get("event_id")?, r.try_get("payload")?)).collect()
     }
 
     pub async fn inbox_pending_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox WHERE state = 0")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox WHERE state = 0").fetch_one(&self.pool).await?.try_get("n")?)
     }
 }
 

@@ -99,9 +99,11 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the single writer; NORMAL sync is
                         // durable across process crashes, which is what the outbox needs.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -225,7 +227,13 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
                 .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
         }
     }
-    let query = if query.contains("mode=") { query.to_owned() } else if query.is_empty() { "mode=rwc".into() } else { format!("{query}&mode=rwc") };
+    let query = if query.contains("mode=") {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".into()
+    } else {
+        format!("{query}&mode=rwc")
+    };
     Ok(format!("sqlite://{path}?{query}"))
 }
 

@@ -138,10 +138,7 @@ impl Store {
     }
 
     pub async fn outbox_pending_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
     /// Where card `key` was posted in `chat`, oldest first.
@@ -170,7 +167,11 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<QueuedReply, StoreError> {
         BodyRow::Card { card, update } => {
             let key: Option<String> = row.try_get("card_key")?;
             let key = key.ok_or_else(|| corrupt("card without card_key".into()))?;
-            QueuedBody::Card { key: CardKey::new(key), card, mode: if update { CardMode::Update } else { CardMode::New } }
+            QueuedBody::Card {
+                key: CardKey::new(key),
+                card,
+                mode: if update { CardMode::Update } else { CardMode::New },
+            }
         }
     };
     let attempts: i64 = row.try_get("attempts")?;

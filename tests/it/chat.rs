@@ -1,0 +1,148 @@
+//! `opsclaw chat` end to end, through the real binary in a pipe.
+
+use super::harness::{Proc, pg_drop_schema, pg_schema, pg_url, run_script, write_config};
+
+fn assert_contains(out: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(out.contains(needle), "missing {needle:?} in output:\n{out}");
+    }
+}
+
+const SCRIPT: &[&str] = &[
+    "/help",
+    "/ping",
+    "/nosuch",
+    "/stauts",
+    ":user guest",
+    "/status",
+    ":user you",
+    "/status",
+    "1",
+    ":user guest",
+    "1",
+    ":press AAAAAAAAAAAAAAAAAAAAAA",
+    "/help a b",
+    "/help \"unclosed",
+    "/whoami",
+    ":user you",
+    "/ping still here",
+];
+
+/// What the script above must print, in order.
+const EXPECTED: &[&str] = &[
+    "┌ Commands [blue] (card #1)",
+    "**/status**  Bot health: channels, queues, version _(needs role viewer)_",
+    "opsclaw> pong",
+    "Unknown command /nosuch. Send /help for the list of commands.",
+    "Unknown command /stauts. Did you mean /status?",
+    "You need the role “viewer” to run /status. Your roles: none.",
+    "┌ opsclaw status [green] (card #2)",
+    "└ [1] Refresh",
+    "┌ opsclaw status [green] (card #2 updated)",
+    "└ [2] Refresh",
+    "You need the role “viewer” to press this button. Your roles: none.",
+    "This button is not valid here (unknown or forged). Nothing was done.",
+    "/help: unexpected extra argument “b”",
+    "Usage: /help [command]",
+    "/help: a quote is opened but never closed",
+    "┌ Who you are [blue] (card #3)",
+    "Principal: guest",
+    "opsclaw> pong: still here",
+];
+
+fn assert_in_order(out: &str, expected: &[&str]) {
+    let mut rest = out;
+    for needle in expected {
+        match rest.find(needle) {
+            Some(at) => rest = &rest[at + needle.len()..],
+            None => panic!("missing {needle:?} (in this order) in output:\n{out}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn chat_answers_commands_denials_and_buttons() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(&["chat"], dir.path(), SCRIPT).await;
+    assert_in_order(&out, EXPECTED);
+    assert!(dir.path().join("opsclaw-data/opsclaw.db").exists(), "chat keeps its SQLite file in ./opsclaw-data");
+}
+
+#[tokio::test]
+async fn chat_runs_on_postgres_too() {
+    let Some(url) = pg_url("chat_runs_on_postgres_too") else { return };
+    let (schema_url, schema) = pg_schema(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[store]\nurl = \"{schema_url}\"\n[console]\nuser = \"you\"\n[access]\nallowed_chats = [\"console:*\"]\n\
+         [[principals]]\nname = \"you\"\nroles = [\"admin\"]\nids = [\"console:you\"]\n\
+         [[principals]]\nname = \"guest\"\nids = [\"console:guest\"]\n"
+    );
+    let path = write_config(dir.path(), &config);
+    let out = run_script(&["chat", "--config", path.to_str().unwrap()], dir.path(), SCRIPT).await;
+    assert_in_order(&out, EXPECTED);
+    assert!(out.contains("Storage: postgres"), "{out}");
+    pg_drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn over_long_and_malformed_input_is_answered_and_nothing_else_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("/ping {}", "x".repeat(17 * 1024));
+    let long_arg = format!("/help {}", "y".repeat(300));
+    let out = run_script(&["chat"], dir.path(), &[&long, "/ping", &long_arg, "just chatting", "/ping after"]).await;
+    assert_in_order(
+        &out,
+        &[
+            "That message is 18 KiB; messages over 16 KiB are not read. Nothing was done.",
+            "opsclaw> pong",
+            "/help: <command> is too long (at most 256 characters)",
+            "I answer commands. Send /help to see them.",
+            "pong: after",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn chat_speaks_chinese() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(&["chat", "--locale", "zh-CN"], dir.path(), &["/nosuch", "／ping 你好", "/help ping"]).await;
+    assert_contains(&out, &["未知命令 /nosuch。", "pong：你好", "检查机器人是否在线"]);
+}
+
+#[tokio::test]
+async fn group_chats_answer_only_when_addressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(
+        &["chat"],
+        dir.path(),
+        &[":group", "hello everyone", "/ping@otherbot", "@opsclaw /ping one", "/ping two", "@opsclaw what now"],
+    )
+    .await;
+    assert_in_order(&out, &["pong: one", "pong: two", "I answer commands."]);
+    assert_eq!(out.matches("opsclaw> ").count(), 3, "only addressed messages get answers:\n{out}");
+}
+
+#[tokio::test]
+async fn expired_buttons_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[console]\nuser = \"you\"\n[access]\nallowed_chats = [\"console:*\"]\n\
+                  [pipeline]\ntoken_ttl = \"1s\"\n[[principals]]\nname = \"you\"\nroles = [\"admin\"]\nids = [\"console:you\"]\n";
+    let path = write_config(dir.path(), config);
+    let mut bot = Proc::spawn(&["chat", "--config", path.to_str().unwrap()], dir.path());
+    bot.send("/status").await;
+    bot.expect("└ [1] Refresh").await;
+    // Button [1] keeps working until its token expires one second after it was minted.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "the button never expired");
+        bot.send("1").await;
+        let line = bot.expect("opsclaw> ").await;
+        if line.contains("This button expired at") {
+            break;
+        }
+        assert!(line.contains("(card #1 updated)"), "unexpected reply: {line}");
+    }
+    let (status, _) = bot.finish().await;
+    assert!(status.success());
+}

@@ -1,0 +1,58 @@
+//! `opsclaw check-config`: the example passes; mistakes are all listed.
+
+use std::process::Command;
+
+use super::harness::BIN;
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN).arg("check-config").arg(path).output().expect("run opsclaw");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_example_config_is_accepted() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+    let (ok, out) = check(&example);
+    assert!(ok, "{out}");
+    assert!(out.ends_with(": ok\n"), "{out}");
+}
+
+#[test]
+fn every_config_problem_is_listed_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[access]\nallowed_chats = [\"irc:#ops\"]\ndefault_roles = [\"Ops Team\"]\n[pipeline]\ninbox_retention = \"1h\"\n")
+        .unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    for key in ["access.allowed_chats[0]", "access.default_roles[0]", "pipeline.inbox_retention"] {
+        assert!(out.contains(&format!("bad.toml: {key}: ")), "missing {key} in:\n{out}");
+    }
+}
+
+#[test]
+fn broken_command_files_and_cards_are_listed_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    let cards = dir.path().join("cards");
+    std::fs::create_dir_all(&commands).unwrap();
+    std::fs::create_dir_all(&cards).unwrap();
+    std::fs::write(
+        commands.join("deploy.toml"),
+        "name = \"Deploy\"\nsummary = { en = \"x\", zh-CN = \"x\" }\nhandler = \"shell\"\n",
+    )
+    .unwrap();
+    std::fs::write(cards.join("status.toml"), "title = \"{{ t('missing.key') }}\"\ncolor = \"blue\"\n").unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "commands_dir = \"commands\"\ncards_dir = \"cards\"\n").unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    for needle in [
+        "deploy.toml: name: ",
+        "deploy.toml: handler: unknown handler `shell`",
+        "status.toml: sample: ",
+        "help.toml: -: this template is required",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}

@@ -1,0 +1,187 @@
+//! Driving the real binary: spawn it with piped stdio, feed lines, and wait
+//! for output lines with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opsclaw");
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The PostgreSQL URL for tests, or `None` with a note that they are skipped.
+pub fn pg_url(test: &str) -> Option<String> {
+    match std::env::var("OPSCLAW_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "{test}: skipped: set OPSCLAW_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run it against PostgreSQL"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema in the test database; returns a URL whose connections use it.
+pub async fn pg_schema(url: &str) -> (String, String) {
+    use sqlx::Executor;
+    let schema = format!("opsclaw_test_{:x}", rand::random::<u64>());
+    let pool = sqlx::PgPool::connect(url).await.expect("PostgreSQL at OPSCLAW_TEST_PG_URL answers");
+    pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema)
+}
+
+pub async fn pg_drop_schema(url: &str, schema: &str) {
+    use sqlx::Executor;
+    let pool = sqlx::PgPool::connect(url).await.expect("PostgreSQL answers");
+    pool.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await.expect("drop schema");
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+/// A running `opsclaw` process.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], cwd: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the opsclaw binary starts");
+        let stdout = lines(child.stdout.take().expect("stdout is piped"));
+        let stderr = lines(child.stderr.take().expect("stderr is piped"));
+        Self { stdin: child.stdin.take(), child, stdout, stderr, seen: Vec::new() }
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.expect("write to opsclaw");
+        stdin.flush().await.expect("flush to opsclaw");
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a stdout line containing `needle`; returns it.
+    pub async fn expect(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.stdout.recv().await {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no line containing {needle:?}; stdout so far:\n{}", self.seen.join("\n")),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub async fn expect_stderr(&mut self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = self.stderr.recv().await {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no stderr line containing {needle:?}; stderr so far:\n{}", seen.join("\n")),
+        }
+    }
+
+    /// Closes stdin and waits for the process to exit; returns its status and all stdout.
+    pub async fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        self.close_stdin();
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("opsclaw exits after its input ends")
+            .expect("wait for opsclaw");
+        while let Some(line) = self.stdout.recv().await {
+            self.seen.push(line);
+        }
+        (status, self.seen)
+    }
+
+    /// SIGKILL: no shutdown, no drain.
+    pub async fn kill(mut self) -> Vec<String> {
+        self.child.kill().await.expect("kill opsclaw");
+        while let Ok(line) = self.stdout.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+fn lines(reader: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `opsclaw` with `args`, feeds it `input` and returns its stdout once it exits.
+pub async fn run_script(args: &[&str], cwd: &Path, input: &[&str]) -> String {
+    let mut proc = Proc::spawn(args, cwd);
+    for line in input {
+        proc.send(line).await;
+    }
+    let (status, out) = proc.finish().await;
+    assert!(status.success(), "opsclaw exited with {status}; stdout:\n{}", out.join("\n"));
+    out.join("\n")
+}
+
+/// Polls `condition` every 10 ms until it holds; panics after [`DEADLINE`] with `what`.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        ticks.tick().await;
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+    }
+}

@@ -1,0 +1,11 @@
+//! The integration test binary: the real `opsclaw` binary and library
+//! against temp SQLite databases, and PostgreSQL when `OPSCLAW_TEST_PG_URL`
+//! is set. Everything runs on 127.0.0.1; nothing sleeps to wait, every wait
+//! is on a condition with a deadline.
+
+mod chat;
+mod check_config;
+mod crash;
+mod harness;
+mod http;
+mod store;

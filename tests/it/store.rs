@@ -1,0 +1,164 @@
+//! The store suite, run on SQLite and on PostgreSQL (with OPSCLAW_TEST_PG_URL).
+
+use std::time::Duration;
+
+use opsclaw::action::{Action, ActionToken, Grant};
+use opsclaw::card::{Button, ButtonStyle, CardOf, Color};
+use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, UserId};
+use opsclaw::pipeline::dispatch::prepare;
+use opsclaw::policy::Role;
+use opsclaw::reply::{CardKey, CardMode, QueuedBody, Reply, ReplyBody};
+use opsclaw::store::{Store, Write, Written};
+
+use super::harness::{pg_drop_schema, pg_schema, pg_url};
+
+const NOW: i64 = 1_700_000_000_000;
+const HOUR: i64 = 3_600_000;
+
+fn event(raw: &str, chat: &str, text: &str) -> Event {
+    Event {
+        id: EventId::new(PlatformKind::Feishu, raw),
+        chat: ChatRef::new(PlatformKind::Feishu, chat),
+        chat_kind: ChatKind::Group,
+        sender: Sender { id: UserId::new("ou_1"), display_name: "张三".into() },
+        message_id: Some(MessageId::new(format!("om_{raw}"))),
+        thread: None,
+        received_at_ms: NOW,
+        kind: EventKind::Message { text: text.into(), mentions_bot: true },
+    }
+}
+
+fn card_reply(e: &Event) -> Reply {
+    let card = CardOf {
+        title: "t".into(),
+        color: Color::Red,
+        fields: vec![],
+        body: "b".into(),
+        buttons: vec![Button {
+            label: "Refresh".into(),
+            style: ButtonStyle::Primary,
+            confirm: Some("sure?".into()),
+            target: Grant {
+                action: Action::RefreshStatus,
+                role: Some(Role::parse("viewer").unwrap()),
+                only: vec!["zhangsan".into()],
+            },
+        }],
+        footer: None,
+    };
+    Reply::to(e, ReplyBody::Card { key: CardKey::new(format!("status:{}", e.id)), card, mode: CardMode::New })
+}
+
+async fn ok(store: &Store, writes: Vec<Write>) -> Vec<Written> {
+    store.apply(&writes, NOW).await.into_iter().map(|r| r.expect("write succeeds")).collect()
+}
+
+async fn suite(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrations are idempotent");
+
+    // Inbox: accept once, recognize the redelivery, replay while pending, in order.
+    let first = event("ev1", "oc_a", "/ping");
+    let second = event("ev2", "oc_a", "/status");
+    let results =
+        ok(&store, vec![Write::Accept(first.clone()), Write::Accept(first.clone()), Write::Accept(second.clone())])
+            .await;
+    assert_eq!(results, vec![Written::Accepted, Written::Duplicate, Written::Accepted]);
+    assert_eq!(store.pending_events().await.unwrap(), vec![first.clone(), second.clone()]);
+    assert_eq!(store.inbox_pending_count().await.unwrap(), 2);
+
+    // Completion: replies enter the outbox and the event is done, in one write.
+    let replies = vec![Reply::text(&first, "pong"), card_reply(&first)];
+    let (deliveries, tokens) = prepare(&first.id, replies, NOW, Duration::from_secs(3600));
+    assert_eq!(tokens.len(), 1);
+    let complete = Write::Complete { event: first.id.clone(), deliveries: deliveries.clone(), tokens: tokens.clone() };
+    ok(&store, vec![complete]).await;
+    assert_eq!(store.pending_events().await.unwrap(), vec![second.clone()]);
+    let queued = store.outbox_pending(0, 10).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    assert_eq!(queued[0].key, format!("{}#0", first.id));
+    assert_eq!(queued[0].body, QueuedBody::Text("pong".into()));
+    assert_eq!(queued[0].reply_to, first.message_id);
+    let QueuedBody::Card { key, card, mode } = &queued[1].body else { panic!("second reply is a card") };
+    assert_eq!((key.as_str(), *mode), (format!("status:{}", first.id).as_str(), CardMode::New));
+    assert_eq!(card.buttons[0].target, tokens[0].token);
+    assert_eq!(store.outbox_pending(queued[0].id, 10).await.unwrap().len(), 1, "the cursor skips earlier rows");
+
+    // Replaying the same completion (same idempotency keys) adds nothing.
+    let replay = prepare(
+        &first.id,
+        vec![Reply::text(&first, "pong"), Reply::text(&first, "pong")],
+        NOW,
+        Duration::from_secs(3600),
+    );
+    ok(&store, vec![Write::Complete { event: first.id.clone(), deliveries: replay.0, tokens: replay.1 }]).await;
+    assert_eq!(store.outbox_pending_count().await.unwrap(), 2);
+
+    // Tokens: found with their grant, chat and card; unknown tokens are not.
+    let grant = store.grant(&tokens[0].token).await.unwrap().expect("token stored");
+    assert_eq!(grant.grant, tokens[0].grant);
+    assert_eq!(grant.chat, first.chat);
+    assert_eq!(grant.expires_at_ms, NOW + HOUR);
+    assert!(store.grant(&ActionToken::generate()).await.unwrap().is_none());
+
+    // Delivery results: sent (recording the card post), retried, failed.
+    let post = (key.clone(), first.chat.clone(), MessageId::new("om_card"));
+    ok(
+        &store,
+        vec![
+            Write::Sent { id: queued[1].id, post: Some(post.clone()) },
+            Write::Sent { id: queued[1].id, post: Some(post) },
+        ],
+    )
+    .await;
+    assert_eq!(store.card_posts(key, &first.chat).await.unwrap(), vec![MessageId::new("om_card")]);
+    assert!(store.card_posts(key, &ChatRef::new(PlatformKind::Feishu, "oc_other")).await.unwrap().is_empty());
+    ok(&store, vec![Write::Retry { id: queued[0].id, attempts: 3, next_attempt_at: NOW + 5000, error: "503".into() }])
+        .await;
+    let retried = store.outbox_pending(0, 10).await.unwrap();
+    assert_eq!((retried.len(), retried[0].attempts, retried[0].not_before_ms), (1, 3, NOW + 5000));
+    ok(&store, vec![Write::Failed { id: queued[0].id, attempts: 4, error: "400 bad card".into() }]).await;
+    assert_eq!(store.outbox_pending_count().await.unwrap(), 0);
+
+    // One bad write in a batch fails alone: a token that already exists.
+    let third = event("ev3", "oc_b", "/ping");
+    let dup_token = Write::Complete { event: second.id.clone(), deliveries: vec![], tokens: tokens.clone() };
+    let results = store.apply(&[Write::Accept(third.clone()), dup_token], NOW).await;
+    assert_eq!(*results[0].as_ref().unwrap(), Written::Accepted);
+    assert!(results[1].is_err(), "a duplicate token is refused");
+    assert_eq!(store.pending_events().await.unwrap(), vec![second.clone(), third.clone()], "nothing partial applied");
+
+    // Retention: handled ids are forgotten only after the retention window.
+    let keep = Duration::from_secs(8 * 3600);
+    store.cleanup(NOW + HOUR, keep, keep).await.unwrap();
+    assert_eq!(ok(&store, vec![Write::Accept(first.clone())]).await, vec![Written::Duplicate], "kept within 8h");
+    store.cleanup(NOW + 9 * HOUR, keep, keep).await.unwrap();
+    assert_eq!(
+        ok(&store, vec![Write::Accept(first.clone())]).await,
+        vec![Written::Accepted],
+        "forgotten after retention"
+    );
+    assert!(store.grant(&tokens[0].token).await.unwrap().is_none(), "expired tokens are deleted");
+    assert_eq!(store.pending_events().await.unwrap().len(), 3, "pending events are never cleaned");
+}
+
+#[tokio::test]
+async fn store_suite_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nested/dir/opsclaw.db").display());
+    suite(Store::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn store_suite_on_postgres() {
+    let Some(url) = pg_url("store_suite_on_postgres") else { return };
+    let (schema_url, schema) = pg_schema(&url).await;
+    suite(Store::connect(&schema_url).await.unwrap()).await;
+    pg_drop_schema(&url, &schema).await;
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_clearly() {
+    let err = Store::connect("mysql://u:secret@h/db").await.unwrap_err().to_string();
+    assert!(err.contains("unsupported database URL scheme") && !err.contains("secret"), "{err}");
+}

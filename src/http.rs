@@ -65,3 +65,41 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> String {
     }
     state.prometheus.render()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn state(dir: &std::path::Path) -> Arc<HttpState> {
+        let store = Store::connect(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+        store.migrate().await.unwrap();
+        Arc::new(HttpState {
+            stats: Arc::new(Stats::default()),
+            channels: Channels::default(),
+            store,
+            prometheus: crate::metrics::install(),
+            clock: Clock::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn ready_only_when_started_and_every_channel_is_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        state.channels.register("feishu");
+        let check = |state: Arc<HttpState>| async move { readyz(State(state)).await };
+        assert_eq!(check(state.clone()).await, (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n".into()));
+        state.stats.started.store(true, Ordering::SeqCst);
+        assert_eq!(
+            check(state.clone()).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: feishu is connecting\n".into())
+        );
+        state.channels.set_state("feishu", ChannelState::Connected);
+        assert_eq!(check(state.clone()).await, (StatusCode::OK, "ready\n".into()));
+        state.channels.set_state("feishu", ChannelState::Reconnecting);
+        assert_eq!(
+            check(state.clone()).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: feishu is reconnecting\n".into())
+        );
+    }
+}

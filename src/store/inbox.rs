@@ -1,6 +1,8 @@
 //! Inbox rows: every accepted event, kept after handling for deduplication
 //! (Feishu redelivers for hours) and replayed at startup while still pending.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
@@ -29,7 +31,39 @@ enum KindRow {
     Action { token: String },
 }
 
-pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<bool, StoreError> {
+/// Inserts `events`, skipping ids already present; returns the ids inserted.
+pub(super) async fn insert(conn: &mut AnyConnection, events: &[&Event]) -> Result<HashSet<String>, StoreError> {
+    let sql = format!(
+        "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at) VALUES {} \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        super::placeholders(events.len(), 6, 0)
+    );
+    let mut query = sqlx::query(&sql);
+    for event in events {
+        query = query
+            .bind(event.id.as_str())
+            .bind(event.chat.platform.as_str())
+            .bind(event.chat.id.as_str())
+            .bind(encode(event))
+            .bind(0_i64)
+            .bind(event.received_at_ms);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|r| Ok(r.try_get::<String, _>("event_id")?)).collect()
+}
+
+pub(super) async fn mark_done(conn: &mut AnyConnection, events: &[&EventId], now_ms: i64) -> Result<(), StoreError> {
+    let list = (0..events.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+    let sql = format!("UPDATE inbox SET state = 1, done_at = $1 WHERE event_id IN ({list})");
+    let mut query = sqlx::query(&sql).bind(now_ms);
+    for event in events {
+        query = query.bind(event.as_str());
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+fn encode(event: &Event) -> String {
     let row = EventRow {
         platform: event.chat.platform.as_str().to_owned(),
         chat_id: event.chat.id.as_str().to_owned(),
@@ -46,28 +80,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, event: &Event) -> Result<bo
             EventKind::Action { token } => KindRow::Action { token: token.clone() },
         },
     };
-    let payload = serde_json::to_string(&row).expect("event rows always serialize");
-    let result = sqlx::query(
-        "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at) \
-         VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event.id.as_str())
-    .bind(row.platform)
-    .bind(row.chat_id)
-    .bind(payload)
-    .bind(event.received_at_ms)
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-pub(super) async fn mark_done(conn: &mut AnyConnection, event: &EventId, now_ms: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE inbox SET state = 1, done_at = $1 WHERE event_id = $2")
-        .bind(now_ms)
-        .bind(event.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
+    serde_json::to_string(&row).expect("event rows always serialize")
 }
 
 impl Store {

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 use crate::event::{ChatRef, Event, EventId, MessageId};
 use crate::reply::CardKey;
@@ -145,11 +145,66 @@ impl Store {
         }
     }
 
+    /// One transaction, a few statements: writes of one kind in a batch are
+    /// independent (an event is accepted, completed and delivered in separate
+    /// batches), so each kind is written with multi-row statements.
     async fn apply_all(&self, writes: &[Write], now_ms: i64) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(writes.len());
+        let mut results = vec![Written::Done; writes.len()];
+
+        let accepts: Vec<(usize, &Event)> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| if let Write::Accept(e) = w { Some((i, e)) } else { None })
+            .collect();
+        for chunk in accepts.chunks(CHUNK) {
+            let events: Vec<&Event> = chunk.iter().map(|(_, e)| *e).collect();
+            let mut fresh = inbox::insert(&mut tx, &events).await?;
+            for (i, event) in chunk {
+                // Only the first of two same-id events in one batch is new.
+                results[*i] = if fresh.remove(event.id.as_str()) { Written::Accepted } else { Written::Duplicate };
+            }
+        }
+
+        let mut done: Vec<&EventId> = Vec::new();
+        let mut deliveries: Vec<&NewDelivery> = Vec::new();
+        let mut new_tokens: Vec<&NewToken> = Vec::new();
+        let mut sent: Vec<i64> = Vec::new();
+        let mut posts: Vec<&(CardKey, ChatRef, MessageId)> = Vec::new();
         for write in writes {
-            results.push(apply_one(&mut tx, write, now_ms).await?);
+            match write {
+                Write::Accept(_) => {}
+                Write::Complete { event, deliveries: d, tokens: t } => {
+                    done.push(event);
+                    deliveries.extend(d);
+                    new_tokens.extend(t);
+                }
+                Write::Sent { id, post } => {
+                    sent.push(*id);
+                    posts.extend(post);
+                }
+                Write::Retry { id, attempts, next_attempt_at, error } => {
+                    outbox::mark_retry(&mut tx, *id, *attempts, *next_attempt_at, error).await?;
+                }
+                Write::Failed { id, attempts, error } => {
+                    outbox::mark_failed(&mut tx, *id, *attempts, error, now_ms).await?;
+                }
+            }
+        }
+        for chunk in deliveries.chunks(CHUNK) {
+            outbox::insert(&mut tx, chunk, now_ms).await?;
+        }
+        for chunk in new_tokens.chunks(CHUNK) {
+            tokens::insert(&mut tx, chunk, now_ms).await?;
+        }
+        for chunk in done.chunks(CHUNK) {
+            inbox::mark_done(&mut tx, chunk, now_ms).await?;
+        }
+        for chunk in sent.chunks(CHUNK) {
+            outbox::mark_sent(&mut tx, chunk, now_ms).await?;
+        }
+        for chunk in posts.chunks(CHUNK) {
+            outbox::record_posts(&mut tx, chunk, now_ms).await?;
         }
         tx.commit().await?;
         Ok(results)
@@ -186,35 +241,25 @@ impl Store {
     }
 }
 
-async fn apply_one(conn: &mut AnyConnection, write: &Write, now_ms: i64) -> Result<Written, StoreError> {
-    match write {
-        Write::Accept(event) => {
-            let fresh = inbox::insert(conn, event).await?;
-            Ok(if fresh { Written::Accepted } else { Written::Duplicate })
-        }
-        Write::Complete { event, deliveries, tokens: new_tokens } => {
-            for d in deliveries {
-                outbox::insert(conn, d, now_ms).await?;
+/// Rows per multi-row statement: far below SQLite's and PostgreSQL's
+/// parameter limits for the widest table (9 columns).
+const CHUNK: usize = 256;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns, numbered after `offset` parameters.
+fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..cols {
+            if col > 0 {
+                sql.push_str(", ");
             }
-            for t in new_tokens {
-                tokens::insert(conn, t, now_ms).await?;
-            }
-            inbox::mark_done(conn, event, now_ms).await?;
-            Ok(Written::Done)
+            sql.push('$');
+            sql.push_str(&(offset + row * cols + col + 1).to_string());
         }
-        Write::Sent { id, post } => {
-            outbox::mark_sent(conn, *id, post.as_ref(), now_ms).await?;
-            Ok(Written::Done)
-        }
-        Write::Retry { id, attempts, next_attempt_at, error } => {
-            outbox::mark_retry(conn, *id, *attempts, *next_attempt_at, error).await?;
-            Ok(Written::Done)
-        }
-        Write::Failed { id, attempts, error } => {
-            outbox::mark_failed(conn, *id, *attempts, error, now_ms).await?;
-            Ok(Written::Done)
-        }
+        sql.push(')');
     }
+    sql
 }
 
 /// Adds `mode=rwc` so SQLite creates the file, and creates its directory.
@@ -254,6 +299,12 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(placeholders(2, 3, 0), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 2, 1), "($2, $3)");
+    }
 
     #[test]
     fn urls() {

@@ -35,57 +35,76 @@ enum BodyRow {
     Card { card: Card, update: bool },
 }
 
-pub(super) async fn insert(conn: &mut AnyConnection, d: &NewDelivery, now_ms: i64) -> Result<(), StoreError> {
-    let (body, card_key) = match &d.body {
-        QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None),
-        QueuedBody::Card { key, card, mode } => {
-            (BodyRow::Card { card: card.clone(), update: *mode == CardMode::Update }, Some(key.as_str().to_owned()))
-        }
-    };
-    let payload = PayloadRow {
-        reply_to: d.reply_to.as_ref().map(|m| m.as_str().to_owned()),
-        thread: d.thread.as_ref().map(|t| t.as_str().to_owned()),
-        body,
-    };
-    sqlx::query(
+/// Enqueues `deliveries`, skipping idempotency keys already present.
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    deliveries: &[&NewDelivery],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let sql = format!(
         "INSERT INTO outbox (idem_key, platform, chat_id, card_key, payload, state, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $6) ON CONFLICT (idem_key) DO NOTHING",
-    )
-    .bind(&d.key)
-    .bind(d.chat.platform.as_str())
-    .bind(d.chat.id.as_str())
-    .bind(card_key)
-    .bind(serde_json::to_string(&payload).expect("outbox rows always serialize"))
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
+         VALUES {} ON CONFLICT (idem_key) DO NOTHING",
+        super::placeholders(deliveries.len(), 9, 0)
+    );
+    let mut query = sqlx::query(&sql);
+    for d in deliveries {
+        let (body, card_key) = match &d.body {
+            QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None),
+            QueuedBody::Card { key, card, mode } => {
+                (BodyRow::Card { card: card.clone(), update: *mode == CardMode::Update }, Some(key.as_str().to_owned()))
+            }
+        };
+        let payload = PayloadRow {
+            reply_to: d.reply_to.as_ref().map(|m| m.as_str().to_owned()),
+            thread: d.thread.as_ref().map(|t| t.as_str().to_owned()),
+            body,
+        };
+        query = query
+            .bind(d.key.as_str())
+            .bind(d.chat.platform.as_str())
+            .bind(d.chat.id.as_str())
+            .bind(card_key)
+            .bind(serde_json::to_string(&payload).expect("outbox rows always serialize"))
+            .bind(0_i64)
+            .bind(0_i64)
+            .bind(now_ms)
+            .bind(now_ms);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 
-pub(super) async fn mark_sent(
+pub(super) async fn mark_sent(conn: &mut AnyConnection, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+    let list = (0..ids.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+    let sql = format!("UPDATE outbox SET state = 1, finished_at = $1 WHERE id IN ({list})");
+    let mut query = sqlx::query(&sql).bind(now_ms);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Records where new cards were posted, so later updates find every copy.
+pub(super) async fn record_posts(
     conn: &mut AnyConnection,
-    id: i64,
-    post: Option<&(CardKey, ChatRef, MessageId)>,
+    posts: &[&(CardKey, ChatRef, MessageId)],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE outbox SET state = 1, finished_at = $1 WHERE id = $2")
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    if let Some((key, chat, message)) = post {
-        sqlx::query(
-            "INSERT INTO card_posts (card_key, platform, chat_id, message_id, posted_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(key.as_str())
-        .bind(chat.platform.as_str())
-        .bind(chat.id.as_str())
-        .bind(message.as_str())
-        .bind(now_ms)
-        .execute(conn)
-        .await?;
+    let sql = format!(
+        "INSERT INTO card_posts (card_key, platform, chat_id, message_id, posted_at) VALUES {} ON CONFLICT DO NOTHING",
+        super::placeholders(posts.len(), 5, 0)
+    );
+    let mut query = sqlx::query(&sql);
+    for (key, chat, message) in posts {
+        query = query
+            .bind(key.as_str())
+            .bind(chat.platform.as_str())
+            .bind(chat.id.as_str())
+            .bind(message.as_str())
+            .bind(now_ms);
     }
+    query.execute(conn).await?;
     Ok(())
 }
 

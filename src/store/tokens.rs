@@ -26,22 +26,26 @@ pub struct StoredGrant {
     pub expires_at_ms: i64,
 }
 
-pub(super) async fn insert(conn: &mut AnyConnection, t: &NewToken, now_ms: i64) -> Result<(), StoreError> {
-    sqlx::query(
+pub(super) async fn insert(conn: &mut AnyConnection, tokens: &[&NewToken], now_ms: i64) -> Result<(), StoreError> {
+    let sql = format!(
         "INSERT INTO action_tokens (token, card_key, platform, chat_id, action, role, only_keys, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(t.token.as_str())
-    .bind(t.card_key.as_str())
-    .bind(t.chat.platform.as_str())
-    .bind(t.chat.id.as_str())
-    .bind(serde_json::to_string(&t.grant.action).expect("actions always serialize"))
-    .bind(t.grant.role.as_ref().map(|r| r.as_str().to_owned()))
-    .bind(serde_json::to_string(&t.grant.only).expect("strings always serialize"))
-    .bind(now_ms)
-    .bind(t.expires_at_ms)
-    .execute(conn)
-    .await?;
+         VALUES {}",
+        super::placeholders(tokens.len(), 9, 0)
+    );
+    let mut query = sqlx::query(&sql);
+    for t in tokens {
+        query = query
+            .bind(t.token.as_str())
+            .bind(t.card_key.as_str())
+            .bind(t.chat.platform.as_str())
+            .bind(t.chat.id.as_str())
+            .bind(serde_json::to_string(&t.grant.action).expect("actions always serialize"))
+            .bind(t.grant.role.as_ref().map(|r| r.as_str().to_owned()))
+            .bind(serde_json::to_string(&t.grant.only).expect("strings always serialize"))
+            .bind(now_ms)
+            .bind(t.expires_at_ms);
+    }
+    query.execute(conn).await?;
     Ok(())
 }
 

@@ -142,13 +142,15 @@ async fn run(args: Args) {
     }
     let elapsed = started.elapsed();
 
-    let submitted = submitted_at.lock().unwrap();
-    let delivered = sink.delivered_at.lock().unwrap();
-    let mut latencies: Vec<Duration> = submitted
-        .iter()
-        .zip(delivered.iter())
-        .map(|(s, d)| d.expect("delivered").duration_since(s.expect("submitted")))
-        .collect();
+    let mut latencies: Vec<Duration> = {
+        let submitted = submitted_at.lock().unwrap();
+        let delivered = sink.delivered_at.lock().unwrap();
+        submitted
+            .iter()
+            .zip(delivered.iter())
+            .map(|(s, d)| d.expect("delivered").duration_since(s.expect("submitted")))
+            .collect()
+    };
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let backend = if args.pg.is_some() { "postgres" } else { "sqlite" };
@@ -161,6 +163,5 @@ async fn run(args: Args) {
     println!("  replies delivered in {:.2?}: {:.0} events/s", elapsed, args.events as f64 / elapsed.as_secs_f64());
     println!("  submit -> reply delivered: p50 {:.2?}  p99 {:.2?}  max {:.2?}", pct(0.50), pct(0.99), pct(1.0));
     println!("  peak RSS: {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
-    drop((submitted, delivered));
     running.shutdown(Duration::from_secs(60)).await.expect("clean shutdown");
 }

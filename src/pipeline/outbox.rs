@@ -250,3 +250,25 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(30),
+        };
+        for (attempts, nominal) in [(1, 2), (2, 4), (5, 32), (8, 256), (9, 300), (30, 300)] {
+            let nominal = Duration::from_secs(nominal);
+            for _ in 0..50 {
+                let d = policy.backoff(attempts);
+                assert!(d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2), "attempt {attempts}: {d:?}");
+            }
+        }
+    }
+}

@@ -87,39 +87,12 @@ impl Proc {
 
     /// Waits for a stdout line containing `needle`; returns it.
     pub async fn expect(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = self.stdout.recv().await {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!("no line containing {needle:?}; stdout so far:\n{}", self.seen.join("\n")),
-        }
+        wait_for_line(&mut self.stdout, &mut self.seen, needle, "stdout").await
     }
 
     /// Waits for a stderr line containing `needle`.
     pub async fn expect_stderr(&mut self, needle: &str) -> String {
-        let mut seen = Vec::new();
-        let found = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = self.stderr.recv().await {
-                seen.push(line.clone());
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!("no stderr line containing {needle:?}; stderr so far:\n{}", seen.join("\n")),
-        }
+        wait_for_line(&mut self.stderr, &mut Vec::new(), needle, "stderr").await
     }
 
     /// Closes stdin and waits for the process to exit; returns its status and all stdout.
@@ -142,6 +115,28 @@ impl Proc {
             self.seen.push(line);
         }
         self.seen
+    }
+}
+
+async fn wait_for_line(
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    needle: &str,
+    stream: &str,
+) -> String {
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.recv().await {
+            seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("no {stream} line containing {needle:?}; {stream} so far:\n{}", seen.join("\n")),
     }
 }
 

@@ -4,8 +4,9 @@
 //! is on a condition with a deadline.
 
 mod chat;
-mod check_config;
+mod cli;
 mod crash;
 mod harness;
 mod http;
+mod outbox;
 mod store;

@@ -1,4 +1,4 @@
-//! `opsclaw check-config`: the example passes; mistakes are all listed.
+//! `opsclaw check-config` and `opsclaw migrate`: the example passes; mistakes are all listed.
 
 use std::process::Command;
 
@@ -55,4 +55,14 @@ fn broken_command_files_and_cards_are_listed_with_file_and_key() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "data_dir = \"state\"\n").unwrap();
+    let out = Command::new(BIN).args(["migrate", "--config"]).arg(&path).output().expect("run opsclaw");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("state/opsclaw.db").exists());
 }

@@ -154,8 +154,9 @@ async fn status_card(
         now => format_ms(now),
         backend => format!("{:?}", bot.store.backend()).to_lowercase(),
         channels => channels,
-        queued => bot.stats.in_flight(),
-        inbox_pending => bot.store.inbox_pending_count().await?,
+        // The event asking is itself in flight and pending while this runs; count only the others.
+        queued => (bot.stats.in_flight() - 1).max(0),
+        inbox_pending => (bot.store.inbox_pending_count().await? - 1).max(0),
         outbox_pending => bot.store.outbox_pending_count().await?,
     };
     let grants = vec![("refresh", Grant::new(Action::RefreshStatus, role))];

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::card::CardSet;
 use crate::clock::Clock;
 use crate::command::CommandSet;
-use crate::config::{Config, ConsoleConfig};
+use crate::config::{Config, ConsoleConfig, FeishuMode};
 use crate::event::ChatKind;
 use crate::handler::Bot;
 use crate::http::{self, HttpState};
@@ -25,7 +25,12 @@ use crate::pipeline::inbox::Inbox;
 use crate::pipeline::journal::Journal;
 use crate::pipeline::outbox::{Outbox, RetryPolicy};
 use crate::platform::console::{Console, Intake, Session};
-use crate::platform::{Channels, ChatPlatform};
+use crate::platform::feishu::api::OpenApi;
+use crate::platform::feishu::callback::{self, CallbackState};
+use crate::platform::feishu::crypto::EncryptKey;
+use crate::platform::feishu::event::BotIdentity;
+use crate::platform::feishu::{API_TIMEOUT, Feishu};
+use crate::platform::{ChannelState, Channels, ChatPlatform};
 use crate::policy::Policy;
 use crate::router::RouterConfig;
 use crate::status::{Settle, Stats};
@@ -93,6 +98,7 @@ pub struct ConsoleIo {
 /// dispatcher, outbox and housekeeping running. Adapters feed [`Running::inbox`].
 pub struct Running {
     pub inbox: Inbox,
+    pub catalog: Arc<Catalog>,
     pub store: Store,
     pub stats: Arc<Stats>,
     pub channels: Channels,
@@ -138,7 +144,7 @@ pub async fn start(
     let access = config.access.clone();
     let bot = Arc::new(Bot {
         store: store.clone(),
-        catalog: defs.catalog,
+        catalog: defs.catalog.clone(),
         commands: defs.commands,
         cards: defs.cards,
         policy: Policy::new(access.principals, access.default_roles, access.allowed_chats, access.admin_role),
@@ -162,7 +168,7 @@ pub async fn start(
     let tasks = vec![
         ("journal", journal_task),
         ("outbox", tokio::spawn(outbox.run())),
-        ("dispatcher", tokio::spawn(dispatcher.run(events_rx))),
+        ("dispatcher", tokio::spawn(dispatcher.run(events_rx, stop.clone()))),
         ("housekeeping", tokio::spawn(housekeeping(store.clone(), clock, p.clone(), stop.clone()))),
     ];
 
@@ -174,7 +180,7 @@ pub async fn start(
         inbox.requeue(event).await?;
     }
     stats.started.store(true, Ordering::SeqCst);
-    Ok(Running { inbox, store, stats, channels, clock, stop, journal, tasks })
+    Ok(Running { inbox, catalog: defs.catalog, store, stats, channels, clock, stop, journal, tasks })
 }
 
 impl Running {
@@ -222,9 +228,20 @@ pub async fn run(
         (Some(_), None) => bail!("the console channel is enabled but this process has no console"),
         (None, _) => None,
     };
+    let feishu_bot = match &config.feishu {
+        Some(feishu) => {
+            let api =
+                OpenApi::new(&feishu.base_url, feishu.app_id.clone(), feishu.app_secret.clone(), API_TIMEOUT, clock);
+            let bot = api.bot_info().await.with_context(|| format!("asking {} who the bot is", feishu.base_url))?;
+            tracing::info!(open_id = %bot.open_id, name = %bot.app_name, "feishu bot identity");
+            platforms.push(Arc::new(Feishu::new(api)));
+            channels.register(callback::CHANNEL);
+            Some(BotIdentity { open_id: bot.open_id })
+        }
+        None => None,
+    };
     let running = start(&config, platforms, channels.clone()).await?;
 
-    // The HTTP server outlives the drain so probes see the shutdown; it stops last.
     let http_stop = CancellationToken::new();
     let http_task = match config.http_listen {
         Some(addr) => {
@@ -237,7 +254,25 @@ pub async fn run(
                 prometheus,
                 clock: running.clock,
             });
-            Some(tokio::spawn(http::serve(listener, http::router(state), http_stop.clone())))
+            let mut router = http::router(state);
+            if let (Some(feishu), Some(bot)) = (&config.feishu, feishu_bot) {
+                let FeishuMode::Http = feishu.mode;
+                let callbacks = Arc::new(CallbackState {
+                    inbox: running.inbox.clone(),
+                    encrypt_key: feishu.encrypt_key.as_deref().map(EncryptKey::new),
+                    verification_token: feishu.verification_token.clone(),
+                    bot,
+                    replay_window: feishu.replay_window,
+                    clock: running.clock,
+                    channels: channels.clone(),
+                    catalog: running.catalog.clone(),
+                    locales: config.locales.clone(),
+                });
+                router = router.merge(callback::routes(callbacks, feishu.max_body_bytes));
+                // In callback mode the channel is up as soon as Feishu can reach us.
+                channels.set_state(callback::CHANNEL, ChannelState::Connected);
+            }
+            Some(tokio::spawn(http::serve(listener, router, http_stop.clone())))
         }
         None => None,
     };
@@ -268,13 +303,14 @@ pub async fn run(
         },
         None => shutdown_signal.cancelled().await,
     }
+    // Stop taking events first (callbacks answered with an error now are
+    // redelivered by the platform), then drain what was already accepted.
     intake_stop.cancel();
-    running.shutdown(config.pipeline.shutdown_timeout).await?;
     http_stop.cancel();
     if let Some(task) = http_task {
         task.await.context("http server")??;
     }
-    Ok(())
+    running.shutdown(config.pipeline.shutdown_timeout).await
 }
 
 /// Keeps gauges current and deletes what retention no longer needs.

@@ -44,6 +44,7 @@ pub struct RawConfig {
     #[serde(default)]
     principals: Vec<RawPrincipal>,
     console: Option<RawConsole>,
+    feishu: Option<RawFeishu>,
     #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
@@ -105,6 +106,21 @@ struct RawConsole {
     wait_for_replies: bool,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeishu {
+    #[serde(default = "yes")]
+    enabled: bool,
+    mode: String,
+    domain: Option<String>,
+    app_id: String,
+    app_secret_env: String,
+    encrypt_key_env: Option<String>,
+    verification_token_env: Option<String>,
+    replay_window: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -142,6 +158,7 @@ pub struct Config {
     pub locales: LocaleRules,
     pub access: Access,
     pub console: Option<ConsoleConfig>,
+    pub feishu: Option<FeishuConfig>,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
@@ -161,6 +178,36 @@ pub struct ConsoleConfig {
     pub rate: Rate,
     /// Read the next input line only once the previous one is answered.
     pub wait_for_replies: bool,
+}
+
+/// How Feishu delivers events to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeishuMode {
+    /// Feishu POSTs events to `/feishu/events` on our HTTP server.
+    Http,
+}
+
+#[derive(Clone)]
+pub struct FeishuConfig {
+    pub mode: FeishuMode,
+    /// `https://open.feishu.cn`, `https://open.larksuite.com`, or another base URL.
+    pub base_url: String,
+    pub app_id: String,
+    pub app_secret: String,
+    pub encrypt_key: Option<String>,
+    pub verification_token: Option<String>,
+    pub replay_window: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for FeishuConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeishuConfig")
+            .field("mode", &self.mode)
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +328,10 @@ impl Validator<'_> {
                 wait_for_replies: c.wait_for_replies,
             }
         });
+        let feishu = raw.feishu.filter(|f| f.enabled).and_then(|f| self.feishu(f, env));
+        if feishu.as_ref().is_some_and(|f| f.mode == FeishuMode::Http) && http_listen.is_none() {
+            self.err("feishu.mode", "\"http\" needs the [http] section: Feishu posts events to /feishu/events");
+        }
         let pipeline = self.pipeline(raw.pipeline);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
@@ -306,9 +357,70 @@ impl Validator<'_> {
             locales,
             access,
             console,
+            feishu,
             pipeline,
             log,
         }
+    }
+
+    fn secret(&mut self, key: &str, var: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        match env(var).filter(|v| !v.is_empty()) {
+            Some(value) => Some(value),
+            None => {
+                self.err(key, format!("environment variable `{var}` is not set"));
+                None
+            }
+        }
+    }
+
+    fn feishu(&mut self, raw: RawFeishu, env: &dyn Fn(&str) -> Option<String>) -> Option<FeishuConfig> {
+        let mode = match raw.mode.as_str() {
+            "http" => Some(FeishuMode::Http),
+            "long_connection" => {
+                self.err("feishu.mode", "the long connection is not available in this version yet; use \"http\"");
+                None
+            }
+            other => {
+                self.err("feishu.mode", format!("unknown mode `{other}` (http)"));
+                None
+            }
+        };
+        let base_url = match raw.domain.as_deref() {
+            None | Some("feishu") => crate::platform::feishu::FEISHU_DOMAIN.to_owned(),
+            Some("lark") => crate::platform::feishu::LARK_DOMAIN.to_owned(),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(other) => {
+                self.err("feishu.domain", format!("`{other}` is not feishu, lark or an http(s) URL"));
+                String::new()
+            }
+        };
+        if raw.app_id.is_empty() {
+            self.err("feishu.app_id", "must not be empty");
+        }
+        let app_secret = self.secret("feishu.app_secret_env", &raw.app_secret_env, env);
+        let encrypt_key = raw.encrypt_key_env.as_deref().and_then(|v| self.secret("feishu.encrypt_key_env", v, env));
+        let verification_token =
+            raw.verification_token_env.as_deref().and_then(|v| self.secret("feishu.verification_token_env", v, env));
+        if raw.encrypt_key_env.is_none() && raw.verification_token_env.is_none() {
+            self.err(
+                "feishu",
+                "set encrypt_key_env or verification_token_env (or both): unauthenticated callbacks are refused",
+            );
+        }
+        let replay_window =
+            self.duration("feishu.replay_window", raw.replay_window.as_deref(), Duration::from_secs(300));
+        Some(FeishuConfig {
+            mode: mode?,
+            base_url,
+            app_id: raw.app_id,
+            app_secret: app_secret?,
+            encrypt_key,
+            verification_token,
+            replay_window,
+            max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+        })
     }
 
     fn database_url(&mut self, raw: RawStore, data_dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> String {
@@ -482,6 +594,12 @@ mod tests {
         let config = Config::parse(text, "config.example.toml", Path::new("/etc/opsclaw"), &|_| None)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(config.http_listen.is_some());
+        assert!(config.feishu.is_none(), "the example ships with Feishu disabled");
+        // Its Feishu section is valid once enabled with the secrets exported.
+        let enabled = text.replace("[feishu]\nenabled = false", "[feishu]\nenabled = true");
+        let config = Config::parse(&enabled, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(config.feishu.map(|f| f.base_url), Some("https://open.feishu.cn".to_owned()));
     }
 
     #[test]
@@ -538,6 +656,27 @@ token_ttl = "soon"
         let config = parse("[store]\nurl_env = \"DB_URL\"\n").unwrap();
         assert_eq!(config.database_url, "postgres://u:pw@db/opsclaw");
         assert_eq!(keys("[store]\nurl_env = \"MISSING\"\n"), vec!["store.url_env"]);
+    }
+
+    #[test]
+    fn feishu_secrets_come_from_the_environment() {
+        let text = "[http]\nlisten = \"127.0.0.1:0\"\n[feishu]\nmode = \"http\"\ndomain = \"lark\"\napp_id = \"cli_a\"\n\
+                    app_secret_env = \"SECRET\"\nencrypt_key_env = \"KEY\"\n";
+        let env = |name: &str| match name {
+            "SECRET" => Some("s3cret".to_owned()),
+            "KEY" => Some("k".to_owned()),
+            _ => None,
+        };
+        let config = Config::parse(text, "t.toml", Path::new("/"), &env).unwrap();
+        let feishu = config.feishu.unwrap();
+        assert_eq!((feishu.base_url.as_str(), feishu.app_secret.as_str()), ("https://open.larksuite.com", "s3cret"));
+        assert!(!format!("{feishu:?}").contains("s3cret"), "secrets stay out of debug output");
+        let errors = Config::parse(text, "t.toml", Path::new("/"), &|_| None).unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["feishu.app_secret_env", "feishu.encrypt_key_env"]);
+        let no_http = text.replace("[http]\nlisten = \"127.0.0.1:0\"\n", "");
+        let errors = Config::parse(&no_http, "t.toml", Path::new("/"), &env).unwrap_err();
+        assert_eq!(errors[0].key, "feishu.mode");
     }
 
     #[test]

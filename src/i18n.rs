@@ -79,6 +79,7 @@ messages! {
     DeniedAudience = "policy.denied_audience",
     TokenUnknown = "action.token_unknown",
     TokenExpired = "action.token_expired",
+    ButtonReceived = "action.received",
     InternalError = "error.internal",
     Pong = "ping.pong",
     PongWith = "ping.pong_with",

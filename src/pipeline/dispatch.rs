@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::journal::Journal;
@@ -53,9 +54,15 @@ impl Dispatcher {
         })
     }
 
-    /// Takes events until every [`crate::pipeline::inbox::Inbox`] is dropped.
-    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<Event>) {
-        while let Some(event) = events.recv().await {
+    /// Takes events until `stop` fires or every [`crate::pipeline::inbox::Inbox`] is dropped.
+    /// An event still queued then stays pending in the inbox and is replayed at the next start.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::Receiver<Event>, stop: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = stop.cancelled() => None,
+            };
+            let Some(event) = event else { return };
             let me = self.clone();
             self.lanes.send(event.chat.clone(), event, move |lane| me.clone().lane(lane)).await;
         }

@@ -7,6 +7,7 @@
 //! by `/status`, `/readyz` and `/metrics`.
 
 pub mod console;
+pub mod feishu;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -60,10 +60,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], cwd: &Path) -> Self {
+        Self::spawn_with_env(args, cwd, &[])
+    }
+
+    pub fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,6 +111,24 @@ impl Proc {
             self.seen.push(line);
         }
         (status, self.seen)
+    }
+
+    /// SIGTERM, then waits for a graceful exit; returns its status.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("opsclaw is running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("opsclaw exits after SIGTERM")
+            .expect("wait for opsclaw")
+    }
+
+    /// The address `opsclaw run` logged as its HTTP listener (JSON logs).
+    pub async fn http_addr(&mut self) -> String {
+        let line = self.expect_stderr("http listening").await;
+        let log: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        log["fields"]["addr"].as_str().expect("addr field").to_owned()
     }
 
     /// SIGKILL: no shutdown, no drain.

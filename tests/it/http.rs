@@ -23,9 +23,7 @@ async fn health_readiness_and_metrics() {
                   [console]\nuser = \"you\"\n[access]\nallowed_chats = [\"console:*\"]\n";
     let path = write_config(dir.path(), config);
     let mut bot = Proc::spawn(&["run", "--config", path.to_str().unwrap()], dir.path());
-    let line = bot.expect_stderr("http listening").await;
-    let log: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-    let addr = log["fields"]["addr"].as_str().expect("addr field").to_owned();
+    let addr = bot.http_addr().await;
 
     assert_eq!(get(&addr, "/healthz").await, (200, "ok\n".into()));
     bot.send("/ping").await;

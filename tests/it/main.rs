@@ -6,6 +6,8 @@
 mod chat;
 mod cli;
 mod crash;
+mod fake_feishu;
+mod feishu;
 mod harness;
 mod http;
 mod outbox;

@@ -1,0 +1,289 @@
+//! The Feishu / Lark Open API client: `tenant_access_token` cached and
+//! refreshed before expiry (single-flight, invalidated and retried once on a
+//! token error), send / reply / patch with the outbox key as the `uuid`
+//! idempotency key, bot info, and every failure mapped to a typed error.
+//! Retrying is the outbox's job; this client only classifies.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::clock::Clock;
+use crate::event::MessageId;
+use crate::platform::PlatformError;
+
+/// Refresh this long before the token expires.
+const REFRESH_MARGIN_MS: i64 = 5 * 60 * 1000;
+/// Feishu's `uuid` idempotency key is at most 50 characters.
+const MAX_UUID: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("HTTP {status}: code {code}: {msg}")]
+    Api { status: u16, code: i64, msg: String },
+    #[error("rate limited (retry after {retry_after:?})")]
+    RateLimited { retry_after: Duration },
+    #[error("unexpected response: {0}")]
+    Malformed(String),
+}
+
+impl ApiError {
+    /// Token errors: the cached token is dropped and the call made once more.
+    fn is_token_error(&self) -> bool {
+        matches!(self, ApiError::Api { code: 99991661 | 99991663 | 99991664 | 99991671, .. })
+    }
+}
+
+impl From<ApiError> for PlatformError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::RateLimited { retry_after } => PlatformError::RateLimited { retry_after },
+            ApiError::Network(_) | ApiError::Malformed(_) => PlatformError::Retryable(e.to_string()),
+            ApiError::Api { status, .. } if status >= 500 => PlatformError::Retryable(e.to_string()),
+            // 230049: "message still sending"; token errors that survived the refresh.
+            ApiError::Api { code: 230049 | 99991663 | 99991664 | 99991671, .. } => {
+                PlatformError::Retryable(e.to_string())
+            }
+            ApiError::Api { .. } => PlatformError::Rejected(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    token: String,
+    refresh_at_ms: i64,
+}
+
+/// The bot's identity as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotInfo {
+    pub open_id: String,
+    pub app_name: String,
+}
+
+pub struct OpenApi {
+    http: reqwest::Client,
+    base: String,
+    app_id: String,
+    app_secret: String,
+    token: Mutex<Option<CachedToken>>,
+    clock: Clock,
+}
+
+/// Which message type a send carries.
+#[derive(Debug, Clone, Copy)]
+pub enum MsgType {
+    Post,
+    Interactive,
+}
+
+impl MsgType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "post",
+            Self::Interactive => "interactive",
+        }
+    }
+}
+
+impl OpenApi {
+    pub fn new(base: &str, app_id: String, app_secret: String, timeout: Duration, clock: Clock) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("opsclaw/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with rustls");
+        Self { http, base: base.trim_end_matches('/').to_owned(), app_id, app_secret, token: Mutex::new(None), clock }
+    }
+
+    pub async fn bot_info(&self) -> Result<BotInfo, ApiError> {
+        let body = self.call(Method::GET, "/open-apis/bot/v3/info", None).await?;
+        let bot = body.get("bot").ok_or_else(|| ApiError::Malformed("bot info without `bot`".into()))?;
+        let field = |k: &str| bot.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Ok(BotInfo { open_id: field("open_id"), app_name: field("app_name") })
+    }
+
+    /// Sends to a chat; returns the new message's id.
+    pub async fn send(
+        &self,
+        chat_id: &str,
+        msg_type: MsgType,
+        content: &str,
+        key: &str,
+    ) -> Result<MessageId, ApiError> {
+        let body = json!({"receive_id": chat_id, "msg_type": msg_type.as_str(), "content": content, "uuid": uuid(key)});
+        let response = self.call(Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", Some(body)).await?;
+        message_id(&response)
+    }
+
+    /// Replies to `message`, in its thread when `in_thread`.
+    pub async fn reply(
+        &self,
+        message: &MessageId,
+        msg_type: MsgType,
+        content: &str,
+        key: &str,
+        in_thread: bool,
+    ) -> Result<MessageId, ApiError> {
+        let body =
+            json!({"msg_type": msg_type.as_str(), "content": content, "uuid": uuid(key), "reply_in_thread": in_thread});
+        let path = format!("/open-apis/im/v1/messages/{}/reply", path_segment(message.as_str()));
+        message_id(&self.call(Method::POST, &path, Some(body)).await?)
+    }
+
+    /// Replaces the content of a card message.
+    pub async fn patch(&self, message: &MessageId, content: &str) -> Result<(), ApiError> {
+        let path = format!("/open-apis/im/v1/messages/{}", path_segment(message.as_str()));
+        self.call(Method::PATCH, &path, Some(json!({"content": content}))).await.map(|_| ())
+    }
+
+    /// One authenticated call; on a token error the token is refreshed and the call repeated once.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
+        let token = self.token().await?;
+        match self.request(method.clone(), path, body.as_ref(), &token).await {
+            Err(e) if e.is_token_error() => {
+                tracing::info!(error = %e, "tenant token rejected; refreshing");
+                self.invalidate(&token).await;
+                let token = self.token().await?;
+                self.request(method, path, body.as_ref(), &token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn request(&self, method: Method, path: &str, body: Option<&Value>, token: &str) -> Result<Value, ApiError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+        read(response).await
+    }
+
+    async fn token(&self) -> Result<String, ApiError> {
+        // Holding the lock across the fetch makes concurrent callers share one refresh.
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| t.refresh_at_ms > self.clock.now_ms()) {
+            return Ok(t.token.clone());
+        }
+        let response = self
+            .http
+            .post(format!("{}/open-apis/auth/v3/tenant_access_token/internal", self.base))
+            .json(&json!({"app_id": self.app_id, "app_secret": self.app_secret}))
+            .send()
+            .await
+            .map_err(|e| ApiError::Network(e.to_string()))?;
+        let body = read(response).await?;
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            tenant_access_token: String,
+            expire: i64,
+        }
+        let parsed: TokenResponse = serde_json::from_value(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let refresh_at_ms = self.clock.now_ms() + (parsed.expire * 1000 - REFRESH_MARGIN_MS).max(parsed.expire * 500);
+        *cached = Some(CachedToken { token: parsed.tenant_access_token.clone(), refresh_at_ms });
+        Ok(parsed.tenant_access_token)
+    }
+
+    async fn invalidate(&self, rejected: &str) {
+        let mut cached = self.token.lock().await;
+        if cached.as_ref().is_some_and(|t| t.token == rejected) {
+            *cached = None;
+        }
+    }
+}
+
+/// Reads `{code, msg, …}`; any non-zero code or HTTP error becomes an [`ApiError`].
+async fn read(response: reqwest::Response) -> Result<Value, ApiError> {
+    let status = response.status();
+    let reset = response
+        .headers()
+        .get("x-ogw-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let code = body.get("code").and_then(Value::as_i64);
+    let msg = body.get("msg").and_then(Value::as_str).unwrap_or_default().to_owned();
+    // Rate limits: HTTP 429, the rate-limit code, or the reset header on an error.
+    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(99991400) || code == Some(230020) {
+        let retry_after = Duration::from_secs(reset.unwrap_or(1).max(1));
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    match code {
+        Some(0) if status.is_success() => Ok(body),
+        Some(code) => Err(ApiError::Api { status: status.as_u16(), code, msg }),
+        None if status.is_server_error() => Err(ApiError::Api { status: status.as_u16(), code: -1, msg: text }),
+        None => Err(ApiError::Malformed(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()))),
+    }
+}
+
+fn message_id(response: &Value) -> Result<MessageId, ApiError> {
+    response
+        .pointer("/data/message_id")
+        .and_then(Value::as_str)
+        .map(MessageId::new)
+        .ok_or_else(|| ApiError::Malformed("message response without data.message_id".into()))
+}
+
+/// The outbox key when it fits Feishu's 50 characters, else a stable digest of it.
+fn uuid(key: &str) -> String {
+    if key.len() <= MAX_UUID {
+        return key.to_owned();
+    }
+    Sha256::digest(key.as_bytes()).iter().take(24).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Message ids are `om_…`; anything else is percent-encoded rather than trusted in a path.
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_fit_feishu_and_stay_stable() {
+        assert_eq!(uuid("feishu:ev1#0"), "feishu:ev1#0");
+        let long = format!("feishu:{}#12", "e".repeat(64));
+        assert_eq!(uuid(&long).len(), 48);
+        assert_eq!(uuid(&long), uuid(&long));
+        assert_ne!(uuid(&long), uuid(&long.replace("#12", "#13")));
+    }
+
+    #[test]
+    fn errors_map_to_platform_errors() {
+        let api = |status, code| ApiError::Api { status, code, msg: String::new() };
+        assert!(matches!(PlatformError::from(api(500, -1)), PlatformError::Retryable(_)));
+        assert!(matches!(PlatformError::from(api(400, 230002)), PlatformError::Rejected(_)));
+        assert!(matches!(PlatformError::from(api(400, 230049)), PlatformError::Retryable(_)));
+        assert!(matches!(
+            PlatformError::from(ApiError::RateLimited { retry_after: Duration::from_secs(2) }),
+            PlatformError::RateLimited { .. }
+        ));
+        assert!(api(400, 99991663).is_token_error());
+    }
+
+    #[test]
+    fn path_segments_are_safe() {
+        assert_eq!(path_segment("om_abc-1"), "om_abc-1");
+        assert_eq!(path_segment("../x"), "%2E%2E%2Fx");
+    }
+}

@@ -1,0 +1,93 @@
+//! Feishu / Lark: the only code that knows Feishu's wire formats.
+//!
+//! Inbound, [`callback`] serves `/feishu/events` (HTTP callback mode): URL
+//! challenges, decryption, signatures, verification tokens, a replay window,
+//! and [`event`] turns bodies into events for the inbox. Outbound, [`Feishu`]
+//! implements [`ChatPlatform`] over the Open API client in [`api`], rendering
+//! cards and texts with [`card`].
+
+pub mod api;
+pub mod callback;
+pub mod card;
+pub mod crypto;
+pub mod event;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::api::{MsgType, OpenApi};
+use super::{ChatPlatform, Content, Outbound, PlatformError, Rate, SendLimits, Sent};
+use crate::event::PlatformKind;
+
+/// Shown at the end of a card cut down to Feishu's 30 KB limit.
+const TRUNCATED: &str = "内容超过 30 KB，已截断。Truncated: the card was over 30 KB.";
+
+/// How long Open API calls may take before they count as failed.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the Feishu or Lark Open Platform lives.
+pub const FEISHU_DOMAIN: &str = "https://open.feishu.cn";
+pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
+
+/// Sends replies through the Open API.
+pub struct Feishu {
+    api: OpenApi,
+}
+
+impl Feishu {
+    pub fn new(api: OpenApi) -> Self {
+        Self { api }
+    }
+
+    pub fn api(&self) -> &OpenApi {
+        &self.api
+    }
+}
+
+#[async_trait]
+impl ChatPlatform for Feishu {
+    fn kind(&self) -> PlatformKind {
+        PlatformKind::Feishu
+    }
+
+    /// 5 QPS per group is shared by every bot in it, so stay under it; the app
+    /// may send 50/s in bursts and 1000/min overall.
+    fn limits(&self) -> SendLimits {
+        SendLimits {
+            per_chat: Rate { per_second: 4.0, burst: 4 },
+            global: Some(Rate { per_second: 1000.0 / 60.0, burst: 50 }),
+        }
+    }
+
+    async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {
+        let in_thread = msg.thread.is_some();
+        let deliver = |msg_type: MsgType, content: String, key: String| async move {
+            match msg.reply_to {
+                Some(parent) => self.api.reply(parent, msg_type, &content, &key, in_thread).await,
+                None => self.api.send(msg.chat.id.as_str(), msg_type, &content, &key).await,
+            }
+        };
+        match &msg.content {
+            Content::Text(text) => {
+                // Each part has its own idempotency key, so a retry after a partial
+                // send repeats only what Feishu has not stored yet.
+                let mut first = None;
+                for (i, part) in card::render_text(text).into_iter().enumerate() {
+                    let key = if i == 0 { msg.key.to_owned() } else { format!("{}.{i}", msg.key) };
+                    let id = deliver(MsgType::Post, part, key).await?;
+                    first.get_or_insert(id);
+                }
+                Ok(Sent { message_id: first })
+            }
+            Content::NewCard(c) => {
+                let id = deliver(MsgType::Interactive, card::render_card(c, TRUNCATED), msg.key.to_owned()).await?;
+                Ok(Sent { message_id: Some(id) })
+            }
+            Content::UpdateCard { message, card: c } => {
+                self.api.patch(message, &card::render_card(c, TRUNCATED)).await?;
+                Ok(Sent { message_id: None })
+            }
+        }
+    }
+}

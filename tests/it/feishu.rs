@@ -1,0 +1,207 @@
+//! Feishu in HTTP callback mode, end to end: the real binary between a fake
+//! Feishu that posts encrypted, signed callbacks and records API calls.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::fake_feishu::{APP_SECRET, CallKind, Callbacks, FakeFeishu, Signing, card_click, message_event};
+use super::harness::{Proc, wait_until, write_config};
+
+const ENCRYPT_KEY: &str = "test key";
+
+struct Setup {
+    fake: FakeFeishu,
+    bot: Proc,
+    feishu: Callbacks,
+    _dir: tempfile::TempDir,
+}
+
+/// Which secrets the app has configured.
+#[derive(Clone, Copy, PartialEq)]
+enum Secrets {
+    EncryptKeyAndToken,
+    TokenOnly,
+}
+
+async fn setup() -> Setup {
+    setup_with(Secrets::EncryptKeyAndToken).await
+}
+
+async fn setup_with(secrets: Secrets) -> Setup {
+    let fake = FakeFeishu::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+         [feishu]\nmode = \"http\"\ndomain = \"{}\"\napp_id = \"{}\"\napp_secret_env = \"FEISHU_APP_SECRET\"\n\
+         {}verification_token_env = \"FEISHU_VERIFICATION_TOKEN\"\nmax_body_bytes = 65536\n\
+         [access]\nallowed_chats = [\"feishu:*\"]\n[[principals]]\nname = \"alice\"\nroles = [\"admin\"]\nids = [\"feishu:ou_alice\"]\n",
+        fake.url(),
+        super::fake_feishu::APP_ID,
+        if secrets == Secrets::TokenOnly { "" } else { "encrypt_key_env = \"FEISHU_ENCRYPT_KEY\"\n" },
+    );
+    let path = write_config(dir.path(), &config);
+    let env =
+        [("FEISHU_APP_SECRET", APP_SECRET), ("FEISHU_ENCRYPT_KEY", ENCRYPT_KEY), ("FEISHU_VERIFICATION_TOKEN", "vtok")];
+    let mut bot = Proc::spawn_with_env(&["run", "--config", path.to_str().unwrap()], dir.path(), &env);
+    let addr = bot.http_addr().await;
+    Setup { fake, bot, feishu: Callbacks::new(&addr, ENCRYPT_KEY), _dir: dir }
+}
+
+impl Setup {
+    async fn replies_to(&self, parent: &str) -> Vec<super::fake_feishu::Call> {
+        self.fake
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(&c.kind, CallKind::Reply { parent: p, .. } if p == parent))
+            .collect()
+    }
+
+    async fn wait_reply(&self, parent: &str) -> super::fake_feishu::Call {
+        wait_until(&format!("a reply to {parent}"), || async { !self.replies_to(parent).await.is_empty() }).await;
+        self.replies_to(parent).await.remove(0)
+    }
+}
+
+#[tokio::test]
+async fn challenge_ping_redelivery_and_threads() {
+    let s = setup().await;
+    let challenge = r#"{"challenge":"ajls384kdj","token":"vtok","type":"url_verification"}"#;
+    let (status, body) = s.feishu.post(challenge, Signing::Unsigned).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"challenge":"ajls384kdj"}"#));
+
+    let ping = message_event("ev-1", "oc_ops", "group", "om_in1", "/ping", true);
+    assert_eq!(s.feishu.post(&ping, Signing::Valid).await.0, 200);
+    let reply = s.wait_reply("om_in1").await;
+    assert_eq!(reply.text(), "pong");
+    assert_eq!(reply.msg_type, "post");
+    assert_eq!(reply.uuid.as_deref(), Some("feishu:ev-1#0"));
+
+    // Feishu re-pushes the same event: accepted, and still one reply.
+    assert_eq!(s.feishu.post(&ping, Signing::Valid).await.0, 200);
+    let after = message_event("ev-2", "oc_ops", "group", "om_in2", "/ping after", true);
+    s.feishu.post(&after, Signing::Valid).await;
+    assert_eq!(s.wait_reply("om_in2").await.text(), "pong: after");
+    assert_eq!(s.replies_to("om_in1").await.len(), 1, "a redelivered event is handled once");
+
+    // Group chatter without a mention or a slash is ignored; a p2p message is answered.
+    s.feishu.post(&message_event("ev-3", "oc_ops", "group", "om_in3", "morning all", false), Signing::Valid).await;
+    s.feishu.post(&message_event("ev-4", "oc_dm", "p2p", "om_in4", "/ping dm", false), Signing::Valid).await;
+    assert_eq!(s.wait_reply("om_in4").await.text(), "pong: dm");
+    assert!(s.replies_to("om_in3").await.is_empty());
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_nothing_is_processed() {
+    let s = setup().await;
+    let event = |id: &str, msg: &str| message_event(id, "oc_ops", "group", msg, "/ping", true);
+    let cases = [
+        ("wrong signature", s.feishu.post(&event("bad-1", "om_b1"), Signing::Wrong).await, 401),
+        ("no signature", s.feishu.post(&event("bad-2", "om_b2"), Signing::Unsigned).await, 401),
+        ("stale timestamp", s.feishu.post(&event("bad-3", "om_b3"), Signing::At(1_600_000_000)).await, 401),
+        ("not JSON", s.feishu.post("", Signing::Raw(b"{nope")).await, 400),
+        ("garbage ciphertext", s.feishu.post("", Signing::Raw(br#"{"encrypt":"AAAA"}"#)).await, 400),
+        ("oversized", s.feishu.post("", Signing::Raw(&vec![b' '; 70_000])).await, 413),
+        (
+            "wrong verification token",
+            s.feishu.post(&event("bad-4", "om_b4").replace("\"vtok\"", "\"other\""), Signing::Valid).await,
+            401,
+        ),
+    ];
+    for (what, (status, body), expected) in cases {
+        assert_eq!(status, expected, "{what}: {body}");
+    }
+    let unknown = event("ok-1", "om_x").replace("im.message.receive_v1", "im.chat.disbanded_v1");
+    assert_eq!(s.feishu.post(&unknown, Signing::Valid).await.0, 200, "unknown event types are acknowledged");
+
+    // The bot is still up and only the good event after all that is answered.
+    s.feishu.post(&event("good-1", "om_good"), Signing::Valid).await;
+    s.wait_reply("om_good").await;
+    let answered: Vec<_> = s.fake.calls().into_iter().map(|c| c.kind).collect();
+    assert_eq!(answered, [CallKind::Reply { parent: "om_good".into(), in_thread: false }]);
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn card_click_toasts_fast_and_patches_the_card() {
+    let s = setup().await;
+    s.feishu.post(&message_event("ev-s", "oc_ops", "group", "om_status", "/status", true), Signing::Valid).await;
+    let card_message = s.wait_reply("om_status").await;
+    assert_eq!(card_message.msg_type, "interactive");
+    let card = card_message.card();
+    assert_eq!(card["header"]["template"], "green");
+    let token = find_button_token(&card).expect("the status card has a Refresh button");
+
+    let started = Instant::now();
+    let click = card_click("ev-click-1", "oc_ops", &card_message.message_id, "ou_alice", &token);
+    let (status, body) = s.feishu.post(&click, Signing::Valid).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the click is answered within Feishu's 3 s");
+    assert_eq!(status, 200);
+    let toast: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(toast["toast"]["type"], "info", "{body}");
+
+    wait_until("the card is patched", || async { s.fake.calls().iter().any(|c| c.kind == CallKind::Patch) }).await;
+    let patch = s.fake.calls().into_iter().find(|c| c.kind == CallKind::Patch).unwrap();
+    assert_eq!(patch.message_id, card_message.message_id);
+    assert_eq!(patch.card()["header"]["title"]["content"], "opsclaw status");
+
+    // A click by someone without the role is refused with a reason, in the chat.
+    let stranger = card_click("ev-click-2", "oc_ops", &card_message.message_id, "ou_stranger", &token);
+    assert_eq!(s.feishu.post(&stranger, Signing::Valid).await.0, 200);
+    wait_until("the refusal is posted", || async {
+        s.fake.calls().iter().any(|c| c.text().contains("You need the role “viewer” to press this button"))
+    })
+    .await;
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_and_delivered_once() {
+    let s = setup().await;
+    s.fake.rate_limit_next(2);
+    s.feishu.post(&message_event("ev-rl", "oc_ops", "group", "om_rl", "/ping limited", true), Signing::Valid).await;
+    assert_eq!(s.wait_reply("om_rl").await.text(), "pong: limited");
+    s.fake.fail_next(1);
+    s.feishu.post(&message_event("ev-5xx", "oc_ops", "group", "om_5xx", "/ping flaky", true), Signing::Valid).await;
+    assert_eq!(s.wait_reply("om_5xx").await.text(), "pong: flaky");
+    assert_eq!(s.fake.refused(), 3);
+    assert_eq!(s.fake.calls().len(), 2, "each reply stored once");
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn token_only_apps_and_old_card_callbacks() {
+    let s = setup_with(Secrets::TokenOnly).await;
+    let ping = message_event("ev-t1", "oc_ops", "group", "om_t1", "/status", true);
+    assert_eq!(s.feishu.post_plain(&ping).await.0, 200);
+    let card_message = s.wait_reply("om_t1").await;
+    let token = find_button_token(&card_message.card()).unwrap();
+    let forged = message_event("ev-t2", "oc_ops", "group", "om_t2", "/ping", true).replace("\"vtok\"", "\"guess\"");
+    assert_eq!(s.feishu.post_plain(&forged).await.0, 401);
+
+    let old_click = serde_json::json!({
+        "open_id": "ou_alice", "open_message_id": card_message.message_id, "open_chat_id": "oc_ops",
+        "tenant_key": "t1", "token": "c-abc", "action": {"value": {"t": token}, "tag": "button"}
+    })
+    .to_string();
+    assert_eq!(s.feishu.post_card_v1(&old_click, "wrong-token").await.0, 401);
+    let (status, body) = s.feishu.post_card_v1(&old_click, "vtok").await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("the card is patched", || async { s.fake.calls().iter().any(|c| c.kind == CallKind::Patch) }).await;
+    assert!(s.replies_to("om_t2").await.is_empty());
+    assert!(s.bot.terminate().await.success());
+}
+
+fn find_button_token(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) => {
+            if map.get("tag").and_then(Value::as_str) == Some("button") {
+                return value.pointer("/behaviors/0/value/t").and_then(Value::as_str).map(str::to_owned);
+            }
+            map.values().find_map(find_button_token)
+        }
+        Value::Array(items) => items.iter().find_map(find_button_token),
+        _ => None,
+    }
+}

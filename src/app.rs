@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::card::CardSet;
 use crate::clock::Clock;
 use crate::command::CommandSet;
-use crate::config::{Config, ConsoleConfig, FeishuMode};
+use crate::config::{Config, ConsoleConfig, FeishuConfig, FeishuMode};
 use crate::event::ChatKind;
 use crate::handler::Bot;
 use crate::http::{self, HttpState};
@@ -29,6 +29,7 @@ use crate::platform::feishu::api::OpenApi;
 use crate::platform::feishu::callback::{self, CallbackState};
 use crate::platform::feishu::crypto::EncryptKey;
 use crate::platform::feishu::event::BotIdentity;
+use crate::platform::feishu::ws::LongConnection;
 use crate::platform::feishu::{API_TIMEOUT, Feishu};
 use crate::platform::{ChannelState, Channels, ChatPlatform};
 use crate::policy::Policy;
@@ -255,13 +256,14 @@ pub async fn run(
                 clock: running.clock,
             });
             let mut router = http::router(state);
-            if let (Some(feishu), Some(bot)) = (&config.feishu, feishu_bot) {
-                let FeishuMode::Http = feishu.mode;
+            if let (Some(feishu @ FeishuConfig { mode: FeishuMode::Http, .. }), Some(bot)) =
+                (&config.feishu, &feishu_bot)
+            {
                 let callbacks = Arc::new(CallbackState {
                     inbox: running.inbox.clone(),
                     encrypt_key: feishu.encrypt_key.as_deref().map(EncryptKey::new),
                     verification_token: feishu.verification_token.clone(),
-                    bot,
+                    bot: bot.clone(),
                     replay_window: feishu.replay_window,
                     clock: running.clock,
                     channels: channels.clone(),
@@ -279,6 +281,23 @@ pub async fn run(
 
     // Adapters stop taking input on `intake_stop`, before the pipeline drains.
     let intake_stop = CancellationToken::new();
+    let long_connection = match (&config.feishu, feishu_bot) {
+        (Some(feishu @ FeishuConfig { mode: FeishuMode::LongConnection, .. }), Some(bot)) => {
+            let client = Arc::new(LongConnection {
+                base_url: feishu.base_url.clone(),
+                app_id: feishu.app_id.clone(),
+                app_secret: feishu.app_secret.clone(),
+                inbox: running.inbox.clone(),
+                bot,
+                channels: channels.clone(),
+                clock: running.clock,
+                catalog: running.catalog.clone(),
+                locales: config.locales.clone(),
+            });
+            Some(tokio::spawn(client.run(intake_stop.clone())))
+        }
+        _ => None,
+    };
     let console_task = console.map(|(console, console_config, input)| {
         let ConsoleConfig { user, chat, wait_for_replies, .. } = console_config;
         let session = Session { user, chat, chat_kind: ChatKind::Direct };
@@ -306,6 +325,9 @@ pub async fn run(
     // Stop taking events first (callbacks answered with an error now are
     // redelivered by the platform), then drain what was already accepted.
     intake_stop.cancel();
+    if let Some(task) = long_connection {
+        task.await.context("feishu long connection")?;
+    }
     http_stop.cancel();
     if let Some(task) = http_task {
         task.await.context("http server")??;

@@ -111,7 +111,7 @@ struct RawConsole {
 struct RawFeishu {
     #[serde(default = "yes")]
     enabled: bool,
-    mode: String,
+    mode: Option<String>,
     domain: Option<String>,
     app_id: String,
     app_secret_env: String,
@@ -183,6 +183,8 @@ pub struct ConsoleConfig {
 /// How Feishu delivers events to us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeishuMode {
+    /// We keep a WebSocket open to Feishu and receive events on it (the default).
+    LongConnection,
     /// Feishu POSTs events to `/feishu/events` on our HTTP server.
     Http,
 }
@@ -374,14 +376,11 @@ impl Validator<'_> {
     }
 
     fn feishu(&mut self, raw: RawFeishu, env: &dyn Fn(&str) -> Option<String>) -> Option<FeishuConfig> {
-        let mode = match raw.mode.as_str() {
-            "http" => Some(FeishuMode::Http),
-            "long_connection" => {
-                self.err("feishu.mode", "the long connection is not available in this version yet; use \"http\"");
-                None
-            }
-            other => {
-                self.err("feishu.mode", format!("unknown mode `{other}` (http)"));
+        let mode = match raw.mode.as_deref() {
+            None | Some("long_connection") => Some(FeishuMode::LongConnection),
+            Some("http") => Some(FeishuMode::Http),
+            Some(other) => {
+                self.err("feishu.mode", format!("unknown mode `{other}` (long_connection, http)"));
                 None
             }
         };
@@ -403,7 +402,7 @@ impl Validator<'_> {
         let encrypt_key = raw.encrypt_key_env.as_deref().and_then(|v| self.secret("feishu.encrypt_key_env", v, env));
         let verification_token =
             raw.verification_token_env.as_deref().and_then(|v| self.secret("feishu.verification_token_env", v, env));
-        if raw.encrypt_key_env.is_none() && raw.verification_token_env.is_none() {
+        if mode == Some(FeishuMode::Http) && raw.encrypt_key_env.is_none() && raw.verification_token_env.is_none() {
             self.err(
                 "feishu",
                 "set encrypt_key_env or verification_token_env (or both): unauthenticated callbacks are refused",

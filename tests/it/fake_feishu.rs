@@ -19,6 +19,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::fake_feishu_ws::WsState;
+
 pub const APP_ID: &str = "cli_a1b2c3d4e5f60718";
 pub const APP_SECRET: &str = "app-secret";
 pub const BOT_OPEN_ID: &str = "ou_bot";
@@ -73,12 +75,24 @@ struct FakeState {
 pub struct FakeFeishu {
     pub addr: SocketAddr,
     state: Arc<FakeState>,
+    /// The long-connection side.
+    pub ws: Arc<WsState>,
 }
 
 impl FakeFeishu {
     pub async fn start() -> Self {
         let state = Arc::new(FakeState::default());
+        let ws = WsState::new();
+        ws.listen().await;
+        let endpoint_ws = ws.clone();
         let app = Router::new()
+            .route(
+                "/callback/ws/endpoint",
+                post(move |Json(body): Json<Value>| {
+                    let ws = endpoint_ws.clone();
+                    async move { Json(ws.endpoint(&body)) }
+                }),
+            )
             .route("/open-apis/auth/v3/tenant_access_token/internal", post(token))
             .route("/open-apis/bot/v3/info", get(bot_info))
             .route("/open-apis/im/v1/messages", post(send))
@@ -88,7 +102,7 @@ impl FakeFeishu {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state }
+        Self { addr, state, ws }
     }
 
     pub fn url(&self) -> String {

@@ -11,6 +11,7 @@ pub mod callback;
 pub mod card;
 pub mod crypto;
 pub mod event;
+pub mod ws;
 
 use std::time::Duration;
 

@@ -235,7 +235,7 @@ pub async fn run(
                 OpenApi::new(&feishu.base_url, feishu.app_id.clone(), feishu.app_secret.clone(), API_TIMEOUT, clock);
             let bot = api.bot_info().await.with_context(|| format!("asking {} who the bot is", feishu.base_url))?;
             tracing::info!(open_id = %bot.open_id, name = %bot.app_name, "feishu bot identity");
-            platforms.push(Arc::new(Feishu::new(api)));
+            platforms.push(Arc::new(Feishu::new(api, feishu.limits)));
             channels.register(callback::CHANNEL);
             Some(BotIdentity { open_id: bot.open_id })
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::event::{PlatformKind, UserId};
 use crate::i18n::{Locale, LocaleRules};
-use crate::platform::Rate;
+use crate::platform::{Rate, SendLimits};
 use crate::policy::{ChatPattern, PrincipalDef, Role};
 
 /// The configuration `opsclaw chat` runs on when no file is given.
@@ -119,6 +119,19 @@ struct RawFeishu {
     verification_token_env: Option<String>,
     replay_window: Option<String>,
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    limits: RawFeishuLimits,
+}
+
+/// Send rates. The defaults stay under Feishu's documented limits: 5 QPS per
+/// group (shared by every bot in it) and 1000 per minute / 50 per second per app.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeishuLimits {
+    per_chat_per_second: Option<f64>,
+    per_chat_burst: Option<u32>,
+    app_per_second: Option<f64>,
+    app_burst: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -200,6 +213,7 @@ pub struct FeishuConfig {
     pub verification_token: Option<String>,
     pub replay_window: Duration,
     pub max_body_bytes: usize,
+    pub limits: SendLimits,
 }
 
 impl std::fmt::Debug for FeishuConfig {
@@ -319,10 +333,7 @@ impl Validator<'_> {
         let locales = self.locales(raw.locale);
         let access = self.access(raw.access, raw.principals);
         let console = raw.console.filter(|c| c.enabled).map(|c| {
-            let rate = Rate { per_second: c.rate_per_second.unwrap_or(20.0), burst: c.burst.unwrap_or(20) };
-            if rate.per_second.is_nan() || rate.per_second <= 0.0 {
-                self.err("console.rate_per_second", "must be greater than 0");
-            }
+            let rate = self.rate("console.rate_per_second", c.rate_per_second, 20.0, c.burst, 20);
             ConsoleConfig {
                 user: c.user.unwrap_or_else(|| "you".into()),
                 chat: c.chat.unwrap_or_else(|| "local".into()),
@@ -363,6 +374,21 @@ impl Validator<'_> {
             pipeline,
             log,
         }
+    }
+
+    fn rate(
+        &mut self,
+        key: &str,
+        per_second: Option<f64>,
+        default: f64,
+        burst: Option<u32>,
+        default_burst: u32,
+    ) -> Rate {
+        let per_second = per_second.unwrap_or(default);
+        if per_second.is_nan() || per_second <= 0.0 {
+            self.err(key, "must be greater than 0");
+        }
+        Rate { per_second, burst: burst.unwrap_or(default_burst).max(1) }
     }
 
     fn secret(&mut self, key: &str, var: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
@@ -410,6 +436,11 @@ impl Validator<'_> {
         }
         let replay_window =
             self.duration("feishu.replay_window", raw.replay_window.as_deref(), Duration::from_secs(300));
+        let l = &raw.limits;
+        let limits = SendLimits {
+            per_chat: self.rate("feishu.limits.per_chat_per_second", l.per_chat_per_second, 4.0, l.per_chat_burst, 4),
+            global: Some(self.rate("feishu.limits.app_per_second", l.app_per_second, 1000.0 / 60.0, l.app_burst, 50)),
+        };
         Some(FeishuConfig {
             mode: mode?,
             base_url,
@@ -419,6 +450,7 @@ impl Validator<'_> {
             verification_token,
             replay_window,
             max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+            limits,
         })
     }
 

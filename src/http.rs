@@ -59,6 +59,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> String {
     for (name, status) in state.channels.snapshot() {
         let up = if status.state == ChannelState::Connected { 1.0 } else { 0.0 };
         metrics::gauge!(m::CHANNEL_UP, "channel" => name.clone()).set(up);
+        metrics::gauge!(m::CHANNEL_RECONNECTS, "channel" => name.clone()).set(status.reconnects as f64);
         if let Some(last) = status.last_event_ms {
             metrics::gauge!(m::CHANNEL_LAST_EVENT_AGE, "channel" => name).set((now - last).max(0) as f64 / 1000.0);
         }

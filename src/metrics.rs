@@ -15,6 +15,7 @@ pub const SEND_FAILURES: &str = "opsclaw_send_failures_total";
 pub const SEND_RATE_LIMITED: &str = "opsclaw_send_rate_limited_total";
 pub const JOURNAL_BATCH: &str = "opsclaw_journal_batch_size";
 pub const CHANNEL_UP: &str = "opsclaw_channel_up";
+pub const CHANNEL_RECONNECTS: &str = "opsclaw_channel_reconnects";
 pub const CHANNEL_LAST_EVENT_AGE: &str = "opsclaw_channel_last_event_age_seconds";
 
 /// Installs the process-wide recorder once and returns its handle.

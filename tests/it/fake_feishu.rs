@@ -113,6 +113,20 @@ impl FakeFeishu {
         self.state.calls.lock().unwrap().clone()
     }
 
+    /// Revoke every tenant token issued so far (as an expiry or rotation would).
+    pub fn revoke_tokens(&self) {
+        let mut tokens = self.state.tokens.lock().unwrap();
+        let issued = tokens.len();
+        tokens.clear();
+        // Keep numbering going so a new token never equals a revoked one.
+        tokens.extend((0..issued).map(|n| format!("revoked-{n}")));
+    }
+
+    /// Tenant tokens issued so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.state.tokens.lock().unwrap().len()
+    }
+
     /// Refuse the next `n` message calls with 429 and a one-second reset.
     pub fn rate_limit_next(&self, n: usize) {
         self.state.rate_limit_next.store(n, Ordering::SeqCst);

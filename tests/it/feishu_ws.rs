@@ -131,6 +131,20 @@ async fn dropped_and_half_open_sockets_are_replaced_and_nothing_is_lost() {
 }
 
 #[tokio::test]
+async fn a_revoked_tenant_token_is_refreshed_and_the_call_repeated() {
+    let s = setup().await;
+    s.fake.ws.push("t1", &ping(31, "/ping before"), 1, false, "event");
+    s.wait_reply("om_ws31").await;
+    let issued = s.fake.tokens_issued();
+    s.fake.revoke_tokens();
+    s.fake.ws.push("t2", &ping(32, "/ping after"), 1, false, "event");
+    assert_eq!(s.wait_reply("om_ws32").await.text(), "pong: after");
+    assert_eq!(s.fake.tokens_issued(), issued + 1, "one new token for the rejected call");
+    assert_eq!(s.replies_to("om_ws32").len(), 1);
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
 async fn card_clicks_are_acked_with_a_toast_and_patched() {
     let s = setup().await;
     s.fake.ws.push("c1", &ping(21, "/status"), 1, false, "event");

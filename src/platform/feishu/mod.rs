@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::api::{MsgType, OpenApi};
-use super::{ChatPlatform, Content, Outbound, PlatformError, Rate, SendLimits, Sent};
+use super::{ChatPlatform, Content, Outbound, PlatformError, SendLimits, Sent};
 use crate::event::PlatformKind;
 
 /// Shown at the end of a card cut down to Feishu's 30 KB limit.
@@ -34,11 +34,12 @@ pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
 /// Sends replies through the Open API.
 pub struct Feishu {
     api: OpenApi,
+    limits: SendLimits,
 }
 
 impl Feishu {
-    pub fn new(api: OpenApi) -> Self {
-        Self { api }
+    pub fn new(api: OpenApi, limits: SendLimits) -> Self {
+        Self { api, limits }
     }
 
     pub fn api(&self) -> &OpenApi {
@@ -52,13 +53,9 @@ impl ChatPlatform for Feishu {
         PlatformKind::Feishu
     }
 
-    /// 5 QPS per group is shared by every bot in it, so stay under it; the app
-    /// may send 50/s in bursts and 1000/min overall.
+    /// From `[feishu.limits]`; the defaults keep under Feishu's documented limits.
     fn limits(&self) -> SendLimits {
-        SendLimits {
-            per_chat: Rate { per_second: 4.0, burst: 4 },
-            global: Some(Rate { per_second: 1000.0 / 60.0, burst: 50 }),
-        }
+        self.limits
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {

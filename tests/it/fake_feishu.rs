@@ -34,6 +34,8 @@ pub struct Call {
     pub uuid: Option<String>,
     /// The id of the message created (send, reply) or patched.
     pub message_id: String,
+    /// When the call arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +113,10 @@ impl FakeFeishu {
 
     pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().unwrap().clone()
+    }
+
+    pub fn n_calls(&self) -> usize {
+        self.state.calls.lock().unwrap().len()
     }
 
     /// Revoke every tenant token issued so far (as an expiry or rotation would).
@@ -231,6 +237,7 @@ fn record(state: &FakeState, kind: CallKind, body: &Value, target: Option<&str>)
         content: content.to_owned(),
         uuid,
         message_id: message_id.clone(),
+        at: std::time::Instant::now(),
     });
     Json(json!({"code": 0, "msg": "ok", "data": {"message_id": message_id}})).into_response()
 }
@@ -316,6 +323,37 @@ impl Callbacks {
         let mut raw = iv.to_vec();
         raw.extend(ciphertext);
         json!({"encrypt": base64::engine::general_purpose::STANDARD.encode(raw)}).to_string()
+    }
+
+    /// An encrypted body with its timestamp, nonce and signature, for sending later.
+    pub fn signed(&self, plaintext: &str) -> (String, String, String, String) {
+        let body = self.encrypt(plaintext);
+        let timestamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+        let nonce = format!("{:x}", rand::random::<u64>());
+        let mut hash = Sha256::new();
+        hash.update(timestamp.as_bytes());
+        hash.update(nonce.as_bytes());
+        hash.update(self.encrypt_key.as_bytes());
+        hash.update(body.as_bytes());
+        let signature = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        (body, timestamp, nonce, signature)
+    }
+
+    /// POSTs a body prepared by [`Callbacks::signed`]; returns the status.
+    pub async fn post_presigned(&self, body: &str, timestamp: &str, nonce: &str, signature: &str) -> u16 {
+        let response = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("X-Lark-Request-Timestamp", timestamp)
+            .header("X-Lark-Request-Nonce", nonce)
+            .header("X-Lark-Signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("the bot answers");
+        response.status().as_u16()
     }
 
     /// POSTs `plaintext` encrypted (or `Signing::Raw` as is); returns status and body.

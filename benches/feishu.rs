@@ -1,0 +1,270 @@
+//! Load driver for Feishu: the real `opsclaw` binary against the fake Feishu
+//! from `tests/it` on 127.0.0.1.
+//!
+//!     cargo bench --bench feishu -- [--events N] [--chats N] [--rate N] [--concurrency N] [--only ws|http]
+//!
+//! Long connection: N `/ping` events pushed as fast as the socket takes them
+//! (throughput), then events paced at `--rate` per second (latency: push →
+//! reply received by the fake API). HTTP callbacks: N encrypted, signed
+//! callbacks posted over `--concurrency` connections (requests/s), replies
+//! counted as they reach the fake API. Peak RSS is the bot's (`VmHWM`).
+//! Send limits are raised in the bot's config so the fake's API, not Feishu's
+//! real quota, is what replies run into.
+
+// The fakes are shared with the integration tests; this driver uses part of them.
+#[allow(dead_code)]
+#[path = "../tests/it/fake_feishu.rs"]
+mod fake_feishu;
+#[allow(dead_code)]
+#[path = "../tests/it/fake_feishu_ws.rs"]
+mod fake_feishu_ws;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_feishu::{APP_ID, APP_SECRET, CallKind, Callbacks, FakeFeishu, message_event};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Args {
+    events: usize,
+    chats: usize,
+    rate: usize,
+    concurrency: usize,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args { events: 20_000, chats: 1_000, rate: 5_000, concurrency: 64, only: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => args.events = value().parse().expect("--events N"),
+            "--chats" => args.chats = value().parse().expect("--chats N"),
+            "--rate" => args.rate = value().parse().expect("--rate N"),
+            "--concurrency" => args.concurrency = value().parse().expect("--concurrency N"),
+            "--only" => args.only = Some(value()),
+            _ => {}
+        }
+    }
+    args
+}
+
+struct Bot {
+    child: Child,
+    http: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_bot(fake: &FakeFeishu, mode: &str) -> Bot {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
+         [feishu]\nmode = \"{mode}\"\ndomain = \"{}\"\napp_id = \"{APP_ID}\"\napp_secret_env = \"FEISHU_APP_SECRET\"\n\
+         encrypt_key_env = \"FEISHU_ENCRYPT_KEY\"\nverification_token_env = \"FEISHU_VERIFICATION_TOKEN\"\n\
+         [feishu.limits]\nper_chat_per_second = 1000000\nper_chat_burst = 1000000\napp_per_second = 1000000\napp_burst = 1000000\n\
+         [access]\nallowed_chats = [\"feishu:*\"]\n",
+        fake.url()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opsclaw"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("FEISHU_APP_SECRET", APP_SECRET)
+        .env("FEISHU_ENCRYPT_KEY", "bench key")
+        .env("FEISHU_VERIFICATION_TOKEN", "vtok")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the opsclaw binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("http listening") {
+            let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+            http = log["fields"]["addr"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    // Keep draining stderr so the bot never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Bot { child, http, _dir: dir }
+}
+
+impl Bot {
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tick.tick().await;
+    }
+}
+
+fn percentiles(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    format!("p50 {:.2?}  p99 {:.2?}  max {:.2?}", pct(0.50), pct(0.99), pct(1.0))
+}
+
+/// Latency of each reply to `om_<prefix><n>`, from `pushed[n]`.
+fn latencies(fake: &FakeFeishu, prefix: &str, pushed: &[Instant]) -> Vec<Duration> {
+    fake.calls()
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CallKind::Reply { parent, .. } => {
+                let n: usize = parent.strip_prefix(&format!("om_{prefix}"))?.parse().ok()?;
+                Some(c.at.duration_since(pushed[n]))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn long_connection(args: &Args) {
+    let fake = FakeFeishu::start().await;
+    *fake.ws.client_config.lock().unwrap() =
+        serde_json::json!({"PingInterval": 30, "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0});
+    let mut bot = start_bot(&fake, "long_connection").await;
+    wait_for("the long connection", Duration::from_secs(30), || fake.ws.live() == 1).await;
+
+    let n = args.events;
+    let payloads: Vec<String> = (0..n)
+        .map(|i| {
+            message_event(
+                &format!("ev-flood-{i}"),
+                &format!("oc_{}", i % args.chats),
+                "group",
+                &format!("om_f{i}"),
+                "/ping",
+                true,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut pushed = Vec::with_capacity(n);
+    for (i, payload) in payloads.iter().enumerate() {
+        pushed.push(Instant::now());
+        fake.ws.push(&format!("f{i}"), payload, 1, false, "event");
+    }
+    wait_for("every flood reply", Duration::from_secs(600), || fake.n_calls() >= n).await;
+    let elapsed = started.elapsed();
+    println!("feishu long connection: {n} events, {} chats, pushed as fast as the socket takes them", args.chats);
+    println!("  replies delivered in {elapsed:.2?}: {:.0} events/s", n as f64 / elapsed.as_secs_f64());
+    println!("  push -> reply at the API: {}", percentiles(latencies(&fake, "f", &pushed)));
+
+    // Paced: `rate` events a second in 10 ms slices, for latency at that load.
+    let paced = (args.rate * 5).min(n);
+    let per_slice = (args.rate / 100).max(1);
+    let before = fake.n_calls();
+    let mut pushed = Vec::with_capacity(paced);
+    let mut slice = tokio::time::interval(Duration::from_millis(10));
+    let started = Instant::now();
+    let mut i = 0;
+    while i < paced {
+        slice.tick().await;
+        for _ in 0..per_slice.min(paced - i) {
+            let payload = message_event(
+                &format!("ev-paced-{i}"),
+                &format!("oc_{}", i % args.chats),
+                "group",
+                &format!("om_p{i}"),
+                "/ping",
+                true,
+            );
+            pushed.push(Instant::now());
+            fake.ws.push(&format!("p{i}"), &payload, 1, false, "event");
+            i += 1;
+        }
+    }
+    wait_for("every paced reply", Duration::from_secs(600), || fake.n_calls() >= before + paced).await;
+    println!(
+        "  paced at {} events/s for {:.1?}: push -> reply {}",
+        args.rate,
+        started.elapsed(),
+        percentiles(latencies(&fake, "p", &pushed))
+    );
+    println!("  bot peak RSS: {:.1} MiB", bot.peak_rss_mib());
+    bot.child.kill().await.unwrap();
+}
+
+async fn http_callbacks(args: &Args) {
+    let fake = FakeFeishu::start().await;
+    let mut bot = start_bot(&fake, "http").await;
+    let addr = bot.http.clone().expect("the bot logged its HTTP address");
+    let callbacks = Arc::new(Callbacks::new(&addr, "bench key"));
+    let n = args.events;
+    // Encrypt and sign before the clock starts: the driver should not compete with the bot for CPU.
+    let bodies: Vec<(String, String, String, String)> = (0..n)
+        .map(|i| {
+            let plain = message_event(
+                &format!("ev-http-{i}"),
+                &format!("oc_{}", i % args.chats),
+                "group",
+                &format!("om_h{i}"),
+                "/ping",
+                true,
+            );
+            callbacks.signed(&plain)
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (bodies, next, callbacks) = (bodies.clone(), next.clone(), callbacks.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((body, ts, nonce, sig)) = bodies.get(i) else { return };
+                let status = callbacks.post_presigned(body, ts, nonce, sig).await;
+                assert_eq!(status, 200, "callback {i}");
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let accepted = started.elapsed();
+    wait_for("every callback reply", Duration::from_secs(600), || fake.n_calls() >= n).await;
+    let replied = started.elapsed();
+    println!(
+        "feishu HTTP callbacks (AES-256-CBC + SHA-256 signature): {n} requests over {} connections",
+        args.concurrency
+    );
+    println!("  accepted (200, persisted) in {accepted:.2?}: {:.0} requests/s", n as f64 / accepted.as_secs_f64());
+    println!("  replies delivered in {replied:.2?}: {:.0} events/s", n as f64 / replied.as_secs_f64());
+    println!("  bot peak RSS: {:.1} MiB", bot.peak_rss_mib());
+    bot.child.kill().await.unwrap();
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        if args.only.as_deref() != Some("http") {
+            long_connection(&args).await;
+        }
+        if args.only.as_deref() != Some("ws") {
+            http_callbacks(&args).await;
+        }
+    });
+}

@@ -235,7 +235,7 @@ async fn http_callbacks(args: &Args) {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some((body, ts, nonce, sig)) = bodies.get(i) else { return };
-                let status = callbacks.post_presigned(body, ts, nonce, sig).await;
+                let (status, _) = callbacks.post_presigned(body, ts, nonce, sig).await;
                 assert_eq!(status, 200, "callback {i}");
             }
         }));

@@ -325,61 +325,57 @@ impl Callbacks {
         json!({"encrypt": base64::engine::general_purpose::STANDARD.encode(raw)}).to_string()
     }
 
-    /// An encrypted body with its timestamp, nonce and signature, for sending later.
-    pub fn signed(&self, plaintext: &str) -> (String, String, String, String) {
-        let body = self.encrypt(plaintext);
-        let timestamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
-        let nonce = format!("{:x}", rand::random::<u64>());
-        let mut hash = Sha256::new();
-        hash.update(timestamp.as_bytes());
-        hash.update(nonce.as_bytes());
-        hash.update(self.encrypt_key.as_bytes());
-        hash.update(body.as_bytes());
-        let signature = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        (body, timestamp, nonce, signature)
-    }
-
-    /// POSTs a body prepared by [`Callbacks::signed`]; returns the status.
-    pub async fn post_presigned(&self, body: &str, timestamp: &str, nonce: &str, signature: &str) -> u16 {
-        let response = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("X-Lark-Request-Timestamp", timestamp)
-            .header("X-Lark-Request-Nonce", nonce)
-            .header("X-Lark-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("the bot answers");
-        response.status().as_u16()
-    }
-
     /// POSTs `plaintext` encrypted (or `Signing::Raw` as is); returns status and body.
     pub async fn post(&self, plaintext: &str, signing: Signing<'_>) -> (u16, String) {
+        if let Signing::Valid = signing {
+            let (body, timestamp, nonce, signature) = self.signed(plaintext);
+            return self.post_presigned(&body, &timestamp, &nonce, &signature).await;
+        }
         let body = match signing {
             Signing::Raw(raw) => raw.to_vec(),
             _ => self.encrypt(plaintext).into_bytes(),
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let timestamp = match signing {
-            Signing::At(ts) => ts,
-            _ => now,
-        }
-        .to_string();
+            Signing::At(ts) => ts.to_string(),
+            _ => now_secs().to_string(),
+        };
         let nonce = format!("{:x}", rand::random::<u64>());
+        let mut signature = self.sign(&timestamp, &nonce, &body);
+        if matches!(signing, Signing::Wrong) {
+            signature = signature.replace('a', "b").replace('0', "1");
+        }
+        let headers =
+            (!matches!(signing, Signing::Unsigned)).then_some((timestamp.as_str(), nonce.as_str(), signature.as_str()));
+        self.send(body, headers).await
+    }
+
+    /// An encrypted body with its timestamp, nonce and signature, for sending later.
+    pub fn signed(&self, plaintext: &str) -> (String, String, String, String) {
+        let body = self.encrypt(plaintext);
+        let timestamp = now_secs().to_string();
+        let nonce = format!("{:x}", rand::random::<u64>());
+        let signature = self.sign(&timestamp, &nonce, body.as_bytes());
+        (body, timestamp, nonce, signature)
+    }
+
+    /// POSTs a body prepared by [`Callbacks::signed`].
+    pub async fn post_presigned(&self, body: &str, timestamp: &str, nonce: &str, signature: &str) -> (u16, String) {
+        self.send(body.as_bytes().to_vec(), Some((timestamp, nonce, signature))).await
+    }
+
+    /// hex(SHA-256(timestamp ‖ nonce ‖ encrypt key ‖ body)), as Feishu signs.
+    fn sign(&self, timestamp: &str, nonce: &str, body: &[u8]) -> String {
         let mut hash = Sha256::new();
         hash.update(timestamp.as_bytes());
         hash.update(nonce.as_bytes());
         hash.update(self.encrypt_key.as_bytes());
-        hash.update(&body);
-        let mut signature: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        if matches!(signing, Signing::Wrong) {
-            signature = signature.replace('a', "b").replace('0', "1");
-        }
+        hash.update(body);
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn send(&self, body: Vec<u8>, signature: Option<(&str, &str, &str)>) -> (u16, String) {
         let mut request = self.client.post(&self.url).header("content-type", "application/json").body(body);
-        if !matches!(signing, Signing::Unsigned) {
+        if let Some((timestamp, nonce, signature)) = signature {
             request = request
                 .header("X-Lark-Request-Timestamp", timestamp)
                 .header("X-Lark-Request-Nonce", nonce)
@@ -390,25 +386,20 @@ impl Callbacks {
     }
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 impl Callbacks {
     /// POSTs a plaintext body as Feishu does without an encrypt key: unsigned.
     pub async fn post_plain(&self, body: &str) -> (u16, String) {
-        let response = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("the bot answers");
-        (response.status().as_u16(), response.text().await.unwrap_or_default())
+        self.send(body.as_bytes().to_vec(), None).await
     }
 
     /// POSTs an old-style card callback signed with SHA-1 over `token`.
     pub async fn post_card_v1(&self, body: &str, token: &str) -> (u16, String) {
         use sha1::Sha1;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let timestamp = now.to_string();
+        let timestamp = now_secs().to_string();
         let nonce = "abc123";
         let mut hash = Sha1::new();
         hash.update(timestamp.as_bytes());
@@ -416,18 +407,7 @@ impl Callbacks {
         hash.update(token.as_bytes());
         hash.update(body.as_bytes());
         let signature: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let response = self
-            .client
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("X-Lark-Request-Timestamp", &timestamp)
-            .header("X-Lark-Request-Nonce", nonce)
-            .header("X-Lark-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("the bot answers");
-        (response.status().as_u16(), response.text().await.unwrap_or_default())
+        self.send(body.as_bytes().to_vec(), Some((&timestamp, nonce, &signature))).await
     }
 }
 

@@ -18,6 +18,9 @@ mod fake_feishu;
 #[allow(dead_code)]
 #[path = "../tests/it/fake_feishu_ws.rs"]
 mod fake_feishu_ws;
+#[allow(dead_code)]
+#[path = "../tests/it/harness.rs"]
+mod harness;
 
 use std::process::Stdio;
 use std::sync::Arc;

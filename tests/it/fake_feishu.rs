@@ -115,6 +115,21 @@ impl FakeFeishu {
         self.state.calls.lock().unwrap().clone()
     }
 
+    /// Replies to the message `parent`, in arrival order.
+    pub fn replies_to(&self, parent: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| matches!(&c.kind, CallKind::Reply { parent: p, .. } if p == parent))
+            .collect()
+    }
+
+    /// Waits for the first reply to `parent`.
+    pub async fn wait_reply(&self, parent: &str) -> Call {
+        super::harness::wait_until(&format!("a reply to {parent}"), || async { !self.replies_to(parent).is_empty() })
+            .await;
+        self.replies_to(parent).remove(0)
+    }
+
     pub fn n_calls(&self) -> usize {
         self.state.calls.lock().unwrap().len()
     }

@@ -41,16 +41,11 @@ async fn setup() -> Setup {
 
 impl Setup {
     fn replies_to(&self, parent: &str) -> Vec<super::fake_feishu::Call> {
-        self.fake
-            .calls()
-            .into_iter()
-            .filter(|c| matches!(&c.kind, CallKind::Reply { parent: p, .. } if p == parent))
-            .collect()
+        self.fake.replies_to(parent)
     }
 
     async fn wait_reply(&self, parent: &str) -> super::fake_feishu::Call {
-        wait_until(&format!("a reply to {parent}"), || async { !self.replies_to(parent).is_empty() }).await;
-        self.replies_to(parent).remove(0)
+        self.fake.wait_reply(parent).await
     }
 
     async fn wait_ack(&self, message_id: &str) -> super::fake_feishu_ws::Ack {

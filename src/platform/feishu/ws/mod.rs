@@ -238,6 +238,8 @@ impl LongConnection {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut reassembly = Reassembly::new(Duration::from_secs(10));
         let mut ping = tokio::time::interval(config.ping_interval);
+        // After a stall, ping once and resume the rhythm rather than sending a volley.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_inbound = Instant::now();
         loop {
             let dead_at = last_inbound + config.watchdog();
@@ -286,6 +288,7 @@ impl LongConnection {
                                     config.update(&raw);
                                     if config.ping_interval != before {
                                         ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+                                        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                                     }
                                 }
                             }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::card::CardSet;
@@ -125,23 +125,13 @@ pub async fn start(
     let (journal, journal_task) = Journal::spawn(store.clone(), clock, stop.clone());
 
     let p = &config.pipeline;
-    let outbox_wake = Arc::new(Notify::new());
     let retry = RetryPolicy {
         max_attempts: p.max_attempts,
         base_delay: p.retry_base,
         max_delay: p.retry_max,
         send_timeout: p.send_timeout,
     };
-    let outbox = Outbox::new(
-        store.clone(),
-        journal.clone(),
-        platforms,
-        outbox_wake.clone(),
-        retry,
-        stats.clone(),
-        clock,
-        stop.clone(),
-    );
+    let outbox = Outbox::new(store.clone(), journal.clone(), platforms, retry, stats.clone(), clock, stop.clone());
     let access = config.access.clone();
     let bot = Arc::new(Bot {
         store: store.clone(),
@@ -159,13 +149,15 @@ pub async fn start(
     let dispatcher = Dispatcher::new(
         bot,
         journal.clone(),
-        outbox_wake,
+        outbox.clone(),
         stats.clone(),
         clock,
         p.max_concurrent_handlers,
         p.token_ttl,
     );
     let inbox = Inbox::new(journal.clone(), events_tx, stats.clone());
+    // Replies left from the last run go first, before replayed events add new ones.
+    outbox.load_pending().await.context("loading the outbox")?;
     let tasks = vec![
         ("journal", journal_task),
         ("outbox", tokio::spawn(outbox.run())),

@@ -8,23 +8,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::journal::Journal;
 use super::lanes::{LaneRx, Lanes};
+use super::outbox::Outbox;
 use crate::clock::Clock;
 use crate::event::{ChatRef, Event, EventId};
 use crate::handler::Bot;
-use crate::reply::{QueuedBody, Reply, ReplyBody};
+use crate::reply::{QueuedBody, QueuedReply, Reply, ReplyBody};
 use crate::status::Stats;
-use crate::store::{NewDelivery, NewToken, Write};
+use crate::store::{NewDelivery, NewToken, Write, Written};
 
 pub struct Dispatcher {
     bot: Arc<Bot>,
     journal: Journal,
-    outbox_wake: Arc<Notify>,
+    outbox: Arc<Outbox>,
     lanes: Lanes<ChatRef, Event>,
     limit: Arc<Semaphore>,
     stats: Arc<Stats>,
@@ -36,7 +37,7 @@ impl Dispatcher {
     pub fn new(
         bot: Arc<Bot>,
         journal: Journal,
-        outbox_wake: Arc<Notify>,
+        outbox: Arc<Outbox>,
         stats: Arc<Stats>,
         clock: Clock,
         max_concurrent: usize,
@@ -45,7 +46,7 @@ impl Dispatcher {
         Arc::new(Self {
             bot,
             journal,
-            outbox_wake,
+            outbox,
             lanes: Lanes::new(256, Duration::from_secs(5)),
             limit: Arc::new(Semaphore::new(max_concurrent)),
             stats,
@@ -88,12 +89,23 @@ impl Dispatcher {
                 vec![self.bot.internal_error(&event)]
             }
         };
-        let (deliveries, tokens) = prepare(&event.id, replies, self.clock.now_ms(), self.token_ttl);
-        let write = Write::Complete { event: event.id.clone(), deliveries, tokens };
+        let now = self.clock.now_ms();
+        let (deliveries, tokens) = prepare(&event.id, replies, now, self.token_ttl);
+        let write = Write::Complete { event: event.id.clone(), deliveries: deliveries.clone(), tokens };
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=5 {
             match self.journal.write(write.clone()).await {
-                Ok(_) => break,
+                Ok(Written::Enqueued(ids)) => {
+                    // Already durable: deliver from memory instead of reading the rows back.
+                    let rows =
+                        deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
+                    self.outbox.hand_off(rows).await;
+                    break;
+                }
+                Ok(other) => {
+                    tracing::error!(?other, "a completion was answered as something else");
+                    break;
+                }
                 Err(e) if attempt == 5 => {
                     // The event stays pending in the inbox and is replayed at the next start.
                     tracing::error!(error = %e, "could not record the event's replies; left pending");
@@ -105,10 +117,22 @@ impl Dispatcher {
                 }
             }
         }
-        self.outbox_wake.notify_one();
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "event handled");
         self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.stats.progress.notify_waiters();
+    }
+}
+
+fn queued(d: NewDelivery, id: i64, now_ms: i64) -> QueuedReply {
+    QueuedReply {
+        id,
+        key: d.key,
+        chat: d.chat,
+        reply_to: d.reply_to,
+        thread: d.thread,
+        body: d.body,
+        attempts: 0,
+        not_before_ms: now_ms,
     }
 }
 

@@ -1,17 +1,20 @@
-//! Delivers persisted replies. A loader reads pending rows in id order and
-//! hands each to its chat's lane; a lane sends in order, within the
+//! Delivers persisted replies. Fresh replies are handed over by the
+//! dispatcher right after their completion commits ([`Outbox::hand_off`]);
+//! at startup every pending row is loaded ([`Outbox::load_pending`]), and a
+//! sweep picks up any pending row older than a few seconds that no lane holds.
+//! A claim set makes sure each row is in at most one lane. A lane sends in order, within the
 //! platform's per-chat and global rates, retries temporary failures with
 //! jittered exponential backoff (persisting the next attempt), honours the
 //! platform's retry-after without holding up other chats, and records the
 //! result. Rows carry their idempotency key to the platform, so a resend
 //! after a crash is recognized where the platform supports it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::Journal;
@@ -23,7 +26,13 @@ use crate::metrics as m;
 use crate::platform::{ChatPlatform, Content, Outbound, PlatformError};
 use crate::reply::{CardKey, CardMode, QueuedBody, QueuedReply};
 use crate::status::Stats;
-use crate::store::{Store, Write};
+use crate::store::{Store, StoreError, Write};
+
+/// How often the sweep looks for stranded rows, and how old they must be:
+/// fresh rows are handed over directly, so the sweep only catches what a
+/// hand-off missed (a failed hand-off, rows written elsewhere).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_AGE_MS: i64 = 2_000;
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +57,8 @@ pub struct Outbox {
     platforms: HashMap<PlatformKind, Arc<dyn ChatPlatform>>,
     global_buckets: HashMap<PlatformKind, Arc<Mutex<TokenBucket>>>,
     lanes: Lanes<ChatRef, QueuedReply>,
-    wake: Arc<Notify>,
+    /// Rows currently in a lane; neither the sweep nor a hand-off queues them twice.
+    claimed: StdMutex<HashSet<i64>>,
     retry: RetryPolicy,
     stats: Arc<Stats>,
     clock: Clock,
@@ -67,7 +77,6 @@ impl Outbox {
         store: Store,
         journal: Journal,
         platforms: Vec<Arc<dyn ChatPlatform>>,
-        wake: Arc<Notify>,
         retry: RetryPolicy,
         stats: Arc<Stats>,
         clock: Clock,
@@ -84,7 +93,7 @@ impl Outbox {
             platforms,
             global_buckets,
             lanes: Lanes::new(1024, Duration::from_secs(60)),
-            wake,
+            claimed: StdMutex::new(HashSet::new()),
             retry,
             stats,
             clock,
@@ -92,37 +101,62 @@ impl Outbox {
         })
     }
 
-    /// Loads pending rows and feeds the lanes until shutdown.
+    /// Queues every pending row, oldest first. Runs once at startup, before
+    /// pending events are replayed, so replies keep their order per chat.
+    pub async fn load_pending(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.sweep(i64::MAX).await
+    }
+
+    /// Queues replies whose completion just committed.
+    pub async fn hand_off(self: &Arc<Self>, rows: Vec<QueuedReply>) {
+        for row in rows {
+            self.queue(row).await;
+        }
+    }
+
+    /// Sweeps for stranded rows until shutdown.
     pub async fn run(self: Arc<Self>) {
-        let mut cursor = 0;
         loop {
-            let rows = match self.store.outbox_pending(cursor, 256).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the outbox failed");
-                    Vec::new()
-                }
-            };
-            if rows.is_empty() {
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = self.shutdown.cancelled() => return,
-                }
-                continue;
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+                () = self.shutdown.cancelled() => return,
             }
-            for row in rows {
-                cursor = row.id;
-                if !self.platforms.contains_key(&row.chat.platform) {
-                    let error = format!("platform {} is not enabled", row.chat.platform);
-                    tracing::warn!(outbox_id = row.id, chat = %row.chat, "{error}; reply dropped");
-                    self.record(Write::Failed { id: row.id, attempts: row.attempts, error }).await;
-                    continue;
-                }
-                let me = self.clone();
-                self.lanes.send(row.chat.clone(), row, move |lane| me.clone().lane(lane)).await;
+            if let Err(e) = self.sweep(self.clock.now_ms() - SWEEP_AGE_MS).await {
+                tracing::error!(error = %e, "sweeping the outbox failed");
             }
         }
+    }
+
+    /// Queues pending rows created at or before `created_by_ms` that no lane holds.
+    async fn sweep(self: &Arc<Self>, created_by_ms: i64) -> Result<(), StoreError> {
+        let mut after = 0;
+        loop {
+            let rows = self.store.outbox_pending(after, created_by_ms, 256).await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.id;
+            for row in rows {
+                self.queue(row).await;
+            }
+        }
+    }
+
+    async fn queue(self: &Arc<Self>, row: QueuedReply) {
+        if !self.claimed.lock().expect("claim set lock is never poisoned").insert(row.id) {
+            return;
+        }
+        if !self.platforms.contains_key(&row.chat.platform) {
+            let error = format!("platform {} is not enabled", row.chat.platform);
+            tracing::warn!(outbox_id = row.id, chat = %row.chat, "{error}; reply dropped");
+            self.record(Write::Failed { id: row.id, attempts: row.attempts, error }).await;
+            self.release(row.id);
+            return;
+        }
+        let me = self.clone();
+        self.lanes.send(row.chat.clone(), row, move |lane| me.clone().lane(lane)).await;
+    }
+
+    fn release(&self, id: i64) {
+        self.claimed.lock().expect("claim set lock is never poisoned").remove(&id);
     }
 
     async fn lane(self: Arc<Self>, mut rows: LaneRx<ChatRef, QueuedReply>) {
@@ -131,7 +165,9 @@ impl Outbox {
             let platform = self.platforms[&row.chat.platform].clone();
             let bucket = bucket.get_or_insert_with(|| TokenBucket::new(platform.limits().per_chat));
             let span = tracing::info_span!("deliver", chat = %row.chat, outbox_id = row.id);
+            let id = row.id;
             tracing::Instrument::instrument(self.deliver(platform.as_ref(), bucket, row), span).await;
+            self.release(id);
             self.stats.progress.notify_waiters();
         }
     }

@@ -11,6 +11,7 @@ mod inbox;
 mod outbox;
 mod tokens;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,10 +65,13 @@ pub enum Write {
     Failed { id: i64, attempts: u32, error: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     Accepted,
     Duplicate,
+    /// A completion: the outbox id of each delivery, in order; `None` where
+    /// the idempotency key was already queued (the event was replayed).
+    Enqueued(Vec<Option<i64>>),
     Done,
 }
 
@@ -194,8 +198,14 @@ impl Store {
                 }
             }
         }
+        let mut ids = HashMap::new();
         for chunk in deliveries.chunks(CHUNK) {
-            outbox::insert(&mut tx, chunk, now_ms).await?;
+            ids.extend(outbox::insert(&mut tx, chunk, now_ms).await?);
+        }
+        for (i, write) in writes.iter().enumerate() {
+            if let Write::Complete { deliveries, .. } = write {
+                results[i] = Written::Enqueued(deliveries.iter().map(|d| ids.get(&d.key).copied()).collect());
+            }
         }
         for chunk in new_tokens.chunks(CHUNK) {
             tokens::insert(&mut tx, chunk, now_ms).await?;

@@ -1,6 +1,8 @@
 //! Outbox rows: replies waiting for (or done with) delivery, and the card
 //! posts that let a later update find every copy of a card.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
@@ -35,15 +37,16 @@ enum BodyRow {
     Card { card: Card, update: bool },
 }
 
-/// Enqueues `deliveries`, skipping idempotency keys already present.
+/// Enqueues `deliveries`, skipping idempotency keys already present; returns
+/// the ids of the rows inserted, by idempotency key.
 pub(super) async fn insert(
     conn: &mut AnyConnection,
     deliveries: &[&NewDelivery],
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<HashMap<String, i64>, StoreError> {
     let sql = format!(
         "INSERT INTO outbox (idem_key, platform, chat_id, card_key, payload, state, attempts, next_attempt_at, created_at) \
-         VALUES {} ON CONFLICT (idem_key) DO NOTHING",
+         VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
         super::placeholders(deliveries.len(), 9, 0)
     );
     let mut query = sqlx::query(&sql);
@@ -70,8 +73,8 @@ pub(super) async fn insert(
             .bind(now_ms)
             .bind(now_ms);
     }
-    query.execute(conn).await?;
-    Ok(())
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|r| Ok((r.try_get::<String, _>("idem_key")?, r.try_get::<i64, _>("id")?))).collect()
 }
 
 pub(super) async fn mark_sent(conn: &mut AnyConnection, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
@@ -143,13 +146,20 @@ pub(super) async fn mark_failed(
 }
 
 impl Store {
-    /// Pending replies with an id above `after_id`, in id order.
-    pub async fn outbox_pending(&self, after_id: i64, limit: u32) -> Result<Vec<QueuedReply>, StoreError> {
+    /// Pending replies with an id above `after_id` created at or before
+    /// `created_by_ms`, in id order.
+    pub async fn outbox_pending(
+        &self,
+        after_id: i64,
+        created_by_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedReply>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, idem_key, platform, chat_id, card_key, payload, attempts, next_attempt_at \
-             FROM outbox WHERE state = 0 AND id > $1 ORDER BY id LIMIT $2",
+             FROM outbox WHERE state = 0 AND id > $1 AND created_at <= $2 ORDER BY id LIMIT $3",
         )
         .bind(after_id)
+        .bind(created_by_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

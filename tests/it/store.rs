@@ -72,17 +72,20 @@ async fn suite(store: Store) {
     let (deliveries, tokens) = prepare(&first.id, replies, NOW, Duration::from_secs(3600));
     assert_eq!(tokens.len(), 1);
     let complete = Write::Complete { event: first.id.clone(), deliveries: deliveries.clone(), tokens: tokens.clone() };
-    ok(&store, vec![complete]).await;
+    let Written::Enqueued(ids) = ok(&store, vec![complete]).await.remove(0) else { panic!("a completion enqueues") };
+    assert!(ids.iter().all(Option::is_some) && ids[0] < ids[1], "ids in delivery order: {ids:?}");
     assert_eq!(store.pending_events().await.unwrap(), vec![second.clone()]);
-    let queued = store.outbox_pending(0, 10).await.unwrap();
+    let queued = store.outbox_pending(0, i64::MAX, 10).await.unwrap();
     assert_eq!(queued.len(), 2);
+    assert_eq!(queued.iter().map(|q| Some(q.id)).collect::<Vec<_>>(), ids);
+    assert!(store.outbox_pending(0, NOW - 1, 10).await.unwrap().is_empty(), "rows newer than the cutoff are left");
     assert_eq!(queued[0].key, format!("{}#0", first.id));
     assert_eq!(queued[0].body, QueuedBody::Text("pong".into()));
     assert_eq!(queued[0].reply_to, first.message_id);
     let QueuedBody::Card { key, card, mode } = &queued[1].body else { panic!("second reply is a card") };
     assert_eq!((key.as_str(), *mode), (format!("status:{}", first.id).as_str(), CardMode::New));
     assert_eq!(card.buttons[0].target, tokens[0].token);
-    assert_eq!(store.outbox_pending(queued[0].id, 10).await.unwrap().len(), 1, "the cursor skips earlier rows");
+    assert_eq!(store.outbox_pending(queued[0].id, i64::MAX, 10).await.unwrap().len(), 1, "paging skips earlier rows");
 
     // Replaying the same completion (same idempotency keys) adds nothing.
     let replay = prepare(
@@ -91,7 +94,9 @@ async fn suite(store: Store) {
         NOW,
         Duration::from_secs(3600),
     );
-    ok(&store, vec![Write::Complete { event: first.id.clone(), deliveries: replay.0, tokens: replay.1 }]).await;
+    let replayed =
+        ok(&store, vec![Write::Complete { event: first.id.clone(), deliveries: replay.0, tokens: replay.1 }]).await;
+    assert_eq!(replayed, vec![Written::Enqueued(vec![None, None])], "nothing new to deliver");
     assert_eq!(store.outbox_pending_count().await.unwrap(), 2);
 
     // Tokens: found with their grant, chat and card; unknown tokens are not.
@@ -115,7 +120,7 @@ async fn suite(store: Store) {
     assert!(store.card_posts(key, &ChatRef::new(PlatformKind::Feishu, "oc_other")).await.unwrap().is_empty());
     ok(&store, vec![Write::Retry { id: queued[0].id, attempts: 3, next_attempt_at: NOW + 5000, error: "503".into() }])
         .await;
-    let retried = store.outbox_pending(0, 10).await.unwrap();
+    let retried = store.outbox_pending(0, i64::MAX, 10).await.unwrap();
     assert_eq!((retried.len(), retried[0].attempts, retried[0].not_before_ms), (1, 3, NOW + 5000));
     ok(&store, vec![Write::Failed { id: queued[0].id, attempts: 4, error: "400 bad card".into() }]).await;
     assert_eq!(store.outbox_pending_count().await.unwrap(), 0);

@@ -327,21 +327,27 @@ pub async fn run(
     running.shutdown(config.pipeline.shutdown_timeout).await
 }
 
-/// Keeps gauges current and deletes what retention no longer needs.
+/// Checkpoints SQLite's WAL every second, keeps gauges current every five,
+/// and deletes what retention no longer needs every ten minutes.
 async fn housekeeping(store: Store, clock: Clock, p: crate::config::PipelineConfig, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n_ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        if let (Ok(outbox), Ok(inbox)) = (store.outbox_pending_count().await, store.inbox_pending_count().await) {
-            metrics::gauge!(m::OUTBOX_DEPTH).set(outbox as f64);
-            metrics::gauge!(m::INBOX_PENDING).set(inbox as f64);
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+        if n_ticks % 5 == 0 {
+            if let (Ok(outbox), Ok(inbox)) = (store.outbox_pending_count().await, store.inbox_pending_count().await) {
+                metrics::gauge!(m::OUTBOX_DEPTH).set(outbox as f64);
+                metrics::gauge!(m::INBOX_PENDING).set(inbox as f64);
+            }
         }
         // Every ten minutes, starting with the first tick.
-        if n_ticks % 120 == 0 {
+        if n_ticks % 600 == 0 {
             match store.cleanup(clock.now_ms(), p.inbox_retention, p.outbox_retention).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "retention cleanup"),
                 Ok(_) => {}

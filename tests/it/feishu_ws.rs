@@ -79,6 +79,8 @@ async fn ping_fragments_redelivery_and_acks() {
     // Fragmented and out of order: one ACK, one reply.
     s.fake.ws.push("f2", &ping(2, "/ping in pieces"), 4, true, "event");
     assert_eq!(s.wait_reply("om_ws2").await.text(), "pong: in pieces");
+    // The ACK and the reply travel separately; wait for the ACK, then count.
+    s.wait_ack("f2").await;
     assert_eq!(s.fake.ws.acks("f2").len(), 1, "one ACK for a fragmented message");
 
     // Redelivered: ACKed again, answered once. A `type=card` frame is handled like an event.
@@ -162,7 +164,7 @@ async fn the_connection_limit_is_fatal_and_reported() {
     s.bot.expect_stderr("connection limit exceeded (1000040350)").await;
     let (status, body) = s.readyz().await;
     assert_eq!(status, 503);
-    assert!(body.contains("feishu is failed"), "{body}");
+    assert!(body.contains("feishu is failed"), "the state is set before the log line: {body}");
     assert_eq!(s.fake.ws.handshakes(), 1, "a fatal refusal is not retried");
     assert!(s.bot.terminate().await.success());
 }

@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Proc, write_config};
+use super::harness::{Proc, wait_until, write_config};
 
 /// A plain HTTP/1.1 GET; returns the status code and body.
 async fn get(addr: &str, path: &str) -> (u16, String) {
@@ -30,6 +30,11 @@ async fn health_readiness_and_metrics() {
     bot.expect("opsclaw> pong").await;
     assert_eq!(get(&addr, "/readyz").await, (200, "ready\n".into()));
 
+    // The reply is printed inside the send; the counter moves just after it returns.
+    wait_until("/metrics counts the send", || async {
+        get(&addr, "/metrics").await.1.contains("opsclaw_sends_total{platform=\"console\"} 1")
+    })
+    .await;
     let (status, metrics) = get(&addr, "/metrics").await;
     assert_eq!(status, 200);
     for needle in [

@@ -156,8 +156,9 @@ impl LongConnection {
                     }
                 }
                 Err(ConnectError::Fatal(reason)) => {
+                    // State first: whoever reads the log line then sees `failed` everywhere.
+                    self.channels.set_state(CHANNEL, ChannelState::Failed(reason.clone()));
                     tracing::error!(reason, "feishu long connection failed for good; not retrying");
-                    self.channels.set_state(CHANNEL, ChannelState::Failed(reason));
                     return;
                 }
                 Err(ConnectError::Retryable(reason)) => {

@@ -225,7 +225,11 @@ pub async fn run(
         Some(feishu) => {
             let api =
                 OpenApi::new(&feishu.base_url, feishu.app_id.clone(), feishu.app_secret.clone(), API_TIMEOUT, clock);
-            let bot = api.bot_info().await.with_context(|| format!("asking {} who the bot is", feishu.base_url))?;
+            // A network blip during a restart should not stop the bot; refused credentials should.
+            let bot = api
+                .bot_info_patiently(Duration::from_secs(60))
+                .await
+                .with_context(|| format!("asking {} who the bot is", feishu.base_url))?;
             tracing::info!(open_id = %bot.open_id, name = %bot.app_name, "feishu bot identity");
             platforms.push(Arc::new(Feishu::new(api, feishu.limits)));
             channels.register(callback::CHANNEL);

@@ -213,8 +213,7 @@ impl Outbox {
                 PlatformError::Retryable(_) => "retryable",
             };
             metrics::counter!(m::SEND_FAILURES, "platform" => label, "reason" => reason).increment(1);
-            let retryable = !matches!(error, PlatformError::Rejected(_));
-            if !retryable || attempts >= self.retry.max_attempts {
+            if !error.is_retryable() || attempts >= self.retry.max_attempts {
                 tracing::error!(error = %error, attempts, "delivery failed for good");
                 self.record(Write::Failed { id: row.id, attempts, error: error.to_string() }).await;
                 return;

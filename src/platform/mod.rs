@@ -70,6 +70,13 @@ pub enum PlatformError {
     Rejected(String),
 }
 
+impl PlatformError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PlatformError::Rejected(_))
+    }
+}
+
 /// Token-bucket rates: `per_chat` for each chat, `global` across the platform.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendLimits {

@@ -104,6 +104,27 @@ impl OpenApi {
         Self { http, base: base.trim_end_matches('/').to_owned(), app_id, app_secret, token: Mutex::new(None), clock }
     }
 
+    /// The bot's identity, retrying temporary failures (network, 5xx, rate
+    /// limits) for up to `patience`; credentials Feishu refuses fail at once.
+    pub async fn bot_info_patiently(&self, patience: Duration) -> Result<BotInfo, ApiError> {
+        let give_up = tokio::time::Instant::now() + patience;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.bot_info().await {
+                Ok(info) => return Ok(info),
+                Err(e)
+                    if PlatformError::from(e.clone()).is_retryable()
+                        && tokio::time::Instant::now() + delay < give_up =>
+                {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "asking Feishu who the bot is failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(15));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub async fn bot_info(&self) -> Result<BotInfo, ApiError> {
         let body = self.call(Method::GET, "/open-apis/bot/v3/info", None).await?;
         let bot = body.get("bot").ok_or_else(|| ApiError::Malformed("bot info without `bot`".into()))?;
@@ -279,6 +300,18 @@ mod tests {
             PlatformError::RateLimited { .. }
         ));
         assert!(api(400, 99991663).is_token_error());
+    }
+
+    #[tokio::test]
+    async fn bot_info_gives_up_at_once_on_refused_credentials_and_after_patience_otherwise() {
+        // A port that was just free and is closed again: every attempt is a network error.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let base = format!("http://127.0.0.1:{port}");
+        let api = OpenApi::new(&base, "cli_x".into(), "s".into(), Duration::from_secs(1), Clock::new());
+        let started = tokio::time::Instant::now();
+        let err = api.bot_info_patiently(Duration::from_millis(1500)).await.unwrap_err();
+        assert!(matches!(err, ApiError::Network(_)), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_secs(1), "retried once before giving up");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Delivers persisted replies. Fresh replies are handed over by the
 //! dispatcher right after their completion commits ([`Outbox::hand_off`]);
 //! at startup every pending row is loaded ([`Outbox::load_pending`]), and a
-//! sweep picks up any pending row older than a few seconds that no lane holds.
+//! sweep picks up any pending row older than ten seconds that no lane holds.
 //! A claim set makes sure each row is in at most one lane. A lane sends in order, within the
 //! platform's per-chat and global rates, retries temporary failures with
 //! jittered exponential backoff (persisting the next attempt), honours the
@@ -30,9 +30,11 @@ use crate::store::{Store, StoreError, Write};
 
 /// How often the sweep looks for stranded rows, and how old they must be:
 /// fresh rows are handed over directly, so the sweep only catches what a
-/// hand-off missed (a failed hand-off, rows written elsewhere).
+/// hand-off missed (a failed hand-off, rows written elsewhere). A hand-off
+/// claims its rows as soon as their commit is reported, so the age only has to
+/// exceed that report's delay, which is far below ten seconds.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-const SWEEP_AGE_MS: i64 = 2_000;
+const SWEEP_AGE_MS: i64 = 10_000;
 
 /// How deliveries are retried.
 #[derive(Debug, Clone, Copy)]
@@ -107,10 +109,13 @@ impl Outbox {
         self.sweep(i64::MAX).await
     }
 
-    /// Queues replies whose completion just committed.
+    /// Queues replies whose completion just committed. All are claimed at
+    /// once, before any wait, so the sweep (which only looks at rows older
+    /// than [`SWEEP_AGE_MS`]) cannot take one while it waits for a full lane.
     pub async fn hand_off(self: &Arc<Self>, rows: Vec<QueuedReply>) {
-        for row in rows {
-            self.queue(row).await;
+        let claimed: Vec<QueuedReply> = rows.into_iter().filter(|row| self.claim(row.id)).collect();
+        for row in claimed {
+            self.queue_claimed(row).await;
         }
     }
 
@@ -135,15 +140,26 @@ impl Outbox {
             let Some(last) = rows.last() else { return Ok(()) };
             after = last.id;
             for row in rows {
-                self.queue(row).await;
+                if !self.claim(row.id) {
+                    continue;
+                }
+                // The page may be stale: a lane can have delivered this row and
+                // released it since the read. A lane releases only after its final
+                // write committed, so the store now tells the truth.
+                if !self.store.outbox_is_pending(row.id).await? {
+                    self.release(row.id);
+                    continue;
+                }
+                self.queue_claimed(row).await;
             }
         }
     }
 
-    async fn queue(self: &Arc<Self>, row: QueuedReply) {
-        if !self.claimed.lock().expect("claim set lock is never poisoned").insert(row.id) {
-            return;
-        }
+    fn claim(&self, id: i64) -> bool {
+        self.claimed.lock().expect("claim set lock is never poisoned").insert(id)
+    }
+
+    async fn queue_claimed(self: &Arc<Self>, row: QueuedReply) {
         if !self.platforms.contains_key(&row.chat.platform) {
             let error = format!("platform {} is not enabled", row.chat.platform);
             tracing::warn!(outbox_id = row.id, chat = %row.chat, "{error}; reply dropped");

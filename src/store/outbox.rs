@@ -166,6 +166,17 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// Whether row `id` still waits for delivery.
+    pub async fn outbox_is_pending(&self, id: i64) -> Result<bool, StoreError> {
+        let state: Option<i64> = sqlx::query("SELECT state FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get("state"))
+            .transpose()?;
+        Ok(state == Some(0))
+    }
+
     pub async fn outbox_pending_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0").fetch_one(&self.pool).await?.try_get("n")?)
     }

@@ -136,3 +136,33 @@ async fn retries_rate_limits_and_rejections() {
     assert_eq!(running.store.outbox_pending_count().await.unwrap(), 0);
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Rows held in a lane longer than the sweep's age (10 s) are seen by the
+/// sweep while a lane still holds them; each must still be delivered once.
+#[tokio::test]
+async fn the_sweep_never_delivers_a_row_a_lane_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("data_dir = \"{}\"\n[access]\nallowed_chats = [\"console:*\"]\n", dir.path().display());
+    let config = Config::parse(&config, "test", dir.path(), &|_| None).unwrap();
+    let remote = Arc::new(Remote::default());
+    remote
+        .script
+        .lock()
+        .unwrap()
+        .insert("pong: held".into(), vec![PlatformError::RateLimited { retry_after: Duration::from_secs(11) }]);
+    let running = app::start(&config, vec![remote.clone()], Channels::default()).await.unwrap();
+    running.inbox.submit(ping(1, "s", "held")).await.unwrap();
+    running.inbox.submit(ping(2, "s", "behind")).await.unwrap();
+    wait_until("both replies are delivered", || async {
+        let delivered = remote.delivered();
+        delivered.contains(&("s".into(), "pong: held".into()))
+            && delivered.contains(&("s".into(), "pong: behind".into()))
+    })
+    .await;
+    // Give the next sweeps (every second) a chance to misbehave before counting.
+    let settle = tokio::time::Instant::now() + Duration::from_millis(2500);
+    wait_until("two more sweeps have run", || async { tokio::time::Instant::now() >= settle }).await;
+    assert_eq!(remote.delivered(), [("s".into(), "pong: held".into()), ("s".into(), "pong: behind".into())]);
+    assert_eq!(running.store.outbox_pending_count().await.unwrap(), 0);
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}

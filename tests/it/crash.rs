@@ -10,8 +10,9 @@ const N: usize = 8;
 #[tokio::test]
 async fn replies_queued_at_a_crash_are_delivered_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    // Two replies a second and no waiting for answers: the outbox fills up.
-    let config = "data_dir = \"data\"\n[console]\nuser = \"you\"\nrate_per_second = 2\nburst = 1\nwait_for_replies = false\n\
+    // One reply a second and no waiting for answers: the outbox fills up, and the
+    // kill below lands far from the next send.
+    let config = "data_dir = \"data\"\n[console]\nuser = \"you\"\nrate_per_second = 1\nburst = 1\nwait_for_replies = false\n\
                   [access]\nallowed_chats = [\"console:*\"]\n[pipeline]\nshutdown_timeout = \"60s\"\n";
     let path = write_config(dir.path(), config);
     let args = ["chat", "--config", path.to_str().unwrap()];

@@ -20,8 +20,7 @@ use serde_json::{Value, json};
 use super::crypto::{self, EncryptKey};
 use super::event::{self, BotIdentity, Inbound};
 use crate::clock::Clock;
-use crate::event::EventKind;
-use crate::i18n::{Catalog, LocaleRules, Msg};
+use crate::i18n::{Catalog, LocaleRules};
 use crate::pipeline::inbox::Inbox;
 use crate::platform::Channels;
 
@@ -113,8 +112,7 @@ async fn events(State(state): State<Arc<CallbackState>>, headers: HeaderMap, bod
             axum::Json(json!({"msg": "ignored"})).into_response()
         }
         Inbound::Event(event) => {
-            let is_action = matches!(event.kind, EventKind::Action { .. });
-            let locale = state.locales.for_chat(&event.chat);
+            let click = super::click_response(&state.catalog, &state.locales, &event);
             state.channels.event_seen(CHANNEL, state.clock.now_ms());
             if let Err(e) = state.inbox.submit(*event).await {
                 // Not persisted: a 5xx makes Feishu deliver it again.
@@ -122,12 +120,7 @@ async fn events(State(state): State<Arc<CallbackState>>, headers: HeaderMap, bod
                 return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"msg": "not accepted, retry"})))
                     .into_response();
             }
-            if is_action {
-                let toast = state.catalog.text(locale, Msg::ButtonReceived, &[]);
-                axum::Json(json!({"toast": {"type": "info", "content": toast}})).into_response()
-            } else {
-                axum::Json(json!({"msg": "success"})).into_response()
-            }
+            axum::Json(click.unwrap_or_else(|| json!({"msg": "success"}))).into_response()
         }
     }
 }

@@ -19,10 +19,20 @@ use async_trait::async_trait;
 
 use self::api::{MsgType, OpenApi};
 use super::{ChatPlatform, Content, Outbound, PlatformError, SendLimits, Sent};
-use crate::event::PlatformKind;
+use crate::event::{Event, EventKind, PlatformKind};
+use crate::i18n::{Catalog, LocaleRules, Msg};
 
 /// Shown at the end of a card cut down to Feishu's 30 KB limit.
 const TRUNCATED: &str = "内容超过 30 KB，已截断。Truncated: the card was over 30 KB.";
+
+/// The body a card click is answered with at once, over either transport: a
+/// toast in the chat's language. `None` for events that are not clicks. The
+/// card itself is updated through the API after the handler ran.
+pub fn click_response(catalog: &Catalog, locales: &LocaleRules, event: &Event) -> Option<serde_json::Value> {
+    let EventKind::Action { .. } = event.kind else { return None };
+    let toast = catalog.text(locales.for_chat(&event.chat), Msg::ButtonReceived, &[]);
+    Some(serde_json::json!({"toast": {"type": "info", "content": toast}}))
+}
 
 /// How long Open API calls may take before they count as failed.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,10 +50,6 @@ pub struct Feishu {
 impl Feishu {
     pub fn new(api: OpenApi, limits: SendLimits) -> Self {
         Self { api, limits }
-    }
-
-    pub fn api(&self) -> &OpenApi {
-        &self.api
     }
 }
 

@@ -29,8 +29,7 @@ use self::reassembly::Reassembly;
 use super::callback::CHANNEL;
 use super::event::{self, BotIdentity, Inbound};
 use crate::clock::Clock;
-use crate::event::EventKind;
-use crate::i18n::{Catalog, LocaleRules, Msg};
+use crate::i18n::{Catalog, LocaleRules};
 use crate::pipeline::inbox::Inbox;
 use crate::platform::{ChannelState, Channels};
 
@@ -365,13 +364,12 @@ impl LongConnection {
             tracing::debug!(?parsed.inbound, "long-connection payload ignored");
             return json!({"code": 200});
         };
-        let toast = matches!(event.kind, EventKind::Action { .. })
-            .then(|| self.catalog.text(self.locales.for_chat(&event.chat), Msg::ButtonReceived, &[]));
+        let click = super::click_response(&self.catalog, &self.locales, &event);
         match self.inbox.submit(*event).await {
-            Ok(_) => match toast {
-                Some(toast) => {
-                    let body = json!({"toast": {"type": "info", "content": toast}}).to_string();
-                    json!({"code": 200, "data": base64::engine::general_purpose::STANDARD.encode(body)})
+            // A click's response travels base64-encoded in the ACK's `data`.
+            Ok(_) => match click {
+                Some(body) => {
+                    json!({"code": 200, "data": base64::engine::general_purpose::STANDARD.encode(body.to_string())})
                 }
                 None => json!({"code": 200}),
             },

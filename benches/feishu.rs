@@ -30,29 +30,27 @@ use fake_feishu::{APP_ID, APP_SECRET, CallKind, Callbacks, FakeFeishu, message_e
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Load driver for Feishu against the fake on 127.0.0.1.
+#[derive(clap::Parser)]
 struct Args {
+    /// Events (or callbacks) per phase.
+    #[arg(long, default_value_t = 20_000)]
     events: usize,
+    /// Distinct chats the events are spread over.
+    #[arg(long, default_value_t = 1_000)]
     chats: usize,
+    /// Events per second in the paced long-connection phase.
+    #[arg(long, default_value_t = 5_000)]
     rate: usize,
+    /// Concurrent HTTP connections for the callback phase.
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Run only one part: `ws` or `http`.
+    #[arg(long)]
     only: Option<String>,
-}
-
-fn args() -> Args {
-    let mut args = Args { events: 20_000, chats: 1_000, rate: 5_000, concurrency: 64, only: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--events" => args.events = value().parse().expect("--events N"),
-            "--chats" => args.chats = value().parse().expect("--chats N"),
-            "--rate" => args.rate = value().parse().expect("--rate N"),
-            "--concurrency" => args.concurrency = value().parse().expect("--concurrency N"),
-            "--only" => args.only = Some(value()),
-            _ => {}
-        }
-    }
-    args
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 struct Bot {
@@ -260,7 +258,7 @@ async fn http_callbacks(args: &Args) {
 }
 
 fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         if args.only.as_deref() != Some("http") {

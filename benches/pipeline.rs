@@ -18,28 +18,24 @@ use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, PlatformKind,
 use opsclaw::platform::{Channels, ChatPlatform, Outbound, PlatformError, Rate, SendLimits, Sent};
 use tokio::sync::Notify;
 
+/// Load driver for the event pipeline.
+#[derive(clap::Parser)]
 struct Args {
+    /// Events to push through.
+    #[arg(long, default_value_t = 50_000)]
     events: usize,
+    /// Distinct chats the events are spread over.
+    #[arg(long, default_value_t = 1_000)]
     chats: usize,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 64)]
     producers: usize,
+    /// A PostgreSQL URL to run on instead of SQLite.
+    #[arg(long)]
     pg: Option<String>,
-}
-
-fn args() -> Args {
-    let mut args = Args { events: 50_000, chats: 1_000, producers: 64, pg: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--events" => args.events = value().parse().expect("--events N"),
-            "--chats" => args.chats = value().parse().expect("--chats N"),
-            "--producers" => args.producers = value().parse().expect("--producers N"),
-            "--pg" => args.pg = Some(value()),
-            // cargo bench passes --bench; ignore what is not ours.
-            _ => {}
-        }
-    }
-    args
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 /// Records the delivery instant of each event's reply, by event number.
@@ -85,7 +81,7 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(args));
 }

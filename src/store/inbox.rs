@@ -36,7 +36,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, events: &[&Event]) -> Resul
     let sql = format!(
         "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at) VALUES {} \
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        super::placeholders(events.len(), 6, 0)
+        super::Params::of(conn).tuples(events.len(), 6, 0)
     );
     let mut query = sqlx::query(&sql);
     for event in events {
@@ -53,8 +53,12 @@ pub(super) async fn insert(conn: &mut AnyConnection, events: &[&Event]) -> Resul
 }
 
 pub(super) async fn mark_done(conn: &mut AnyConnection, events: &[&EventId], now_ms: i64) -> Result<(), StoreError> {
-    let list = (0..events.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
-    let sql = format!("UPDATE inbox SET state = 1, done_at = $1 WHERE event_id IN ({list})");
+    let params = super::Params::of(conn);
+    let sql = format!(
+        "UPDATE inbox SET state = 1, done_at = {} WHERE event_id IN ({})",
+        params.list(1, 0),
+        params.list(events.len(), 1)
+    );
     let mut query = sqlx::query(&sql).bind(now_ms);
     for event in events {
         query = query.bind(event.as_str());

@@ -272,21 +272,59 @@ impl Store {
 /// parameter limits for the widest table (9 columns).
 const CHUNK: usize = 256;
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns, numbered after `offset` parameters.
-fn placeholders(rows: usize, cols: usize, offset: usize) -> String {
-    let mut sql = String::with_capacity(rows * cols * 5);
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..cols {
-            if col > 0 {
+/// How a statement writes its parameters. PostgreSQL needs `$n`; SQLite gets
+/// bare `?`, because it looks each `$n` name up in a list while preparing and
+/// binding, which is quadratic in a multi-row statement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Params {
+    Numbered,
+    Positional,
+}
+
+impl Params {
+    fn of(conn: &sqlx::AnyConnection) -> Params {
+        if conn.backend_name() == "SQLite" { Params::Positional } else { Params::Numbered }
+    }
+
+    /// The `n`th parameter (1-based); positional parameters must be bound in
+    /// the order they appear.
+    fn push(self, sql: &mut String, n: usize) {
+        match self {
+            Params::Numbered => {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+            Params::Positional => sql.push('?'),
+        }
+    }
+
+    /// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns, numbered after `offset` parameters.
+    fn tuples(self, rows: usize, cols: usize, offset: usize) -> String {
+        let mut sql = String::with_capacity(rows * cols * 5);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for col in 0..cols {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                self.push(&mut sql, offset + row * cols + col + 1);
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// `$2, $3, $4` for `n` parameters numbered after `offset`.
+    fn list(self, n: usize, offset: usize) -> String {
+        let mut sql = String::with_capacity(n * 5);
+        for i in 0..n {
+            if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(offset + row * cols + col + 1).to_string());
+            self.push(&mut sql, offset + i + 1);
         }
-        sql.push(')');
+        sql
     }
-    sql
 }
 
 /// Adds `mode=rwc` so SQLite creates the file, and creates its directory.
@@ -329,8 +367,11 @@ mod tests {
 
     #[test]
     fn placeholder_lists() {
-        assert_eq!(placeholders(2, 3, 0), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 2, 1), "($2, $3)");
+        assert_eq!(Params::Numbered.tuples(2, 3, 0), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(Params::Numbered.tuples(1, 2, 1), "($2, $3)");
+        assert_eq!(Params::Numbered.list(3, 1), "$2, $3, $4");
+        assert_eq!(Params::Positional.tuples(2, 2, 0), "(?, ?), (?, ?)");
+        assert_eq!(Params::Positional.list(2, 1), "?, ?");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub(super) async fn insert(
     let sql = format!(
         "INSERT INTO outbox (idem_key, platform, chat_id, card_key, payload, state, attempts, next_attempt_at, created_at) \
          VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
-        super::placeholders(deliveries.len(), 9, 0)
+        super::Params::of(conn).tuples(deliveries.len(), 9, 0)
     );
     let mut query = sqlx::query(&sql);
     for d in deliveries {
@@ -78,8 +78,12 @@ pub(super) async fn insert(
 }
 
 pub(super) async fn mark_sent(conn: &mut AnyConnection, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-    let list = (0..ids.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
-    let sql = format!("UPDATE outbox SET state = 1, finished_at = $1 WHERE id IN ({list})");
+    let params = super::Params::of(conn);
+    let sql = format!(
+        "UPDATE outbox SET state = 1, finished_at = {} WHERE id IN ({})",
+        params.list(1, 0),
+        params.list(ids.len(), 1)
+    );
     let mut query = sqlx::query(&sql).bind(now_ms);
     for id in ids {
         query = query.bind(*id);
@@ -96,7 +100,7 @@ pub(super) async fn record_posts(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO card_posts (card_key, platform, chat_id, message_id, posted_at) VALUES {} ON CONFLICT DO NOTHING",
-        super::placeholders(posts.len(), 5, 0)
+        super::Params::of(conn).tuples(posts.len(), 5, 0)
     );
     let mut query = sqlx::query(&sql);
     for (key, chat, message) in posts {

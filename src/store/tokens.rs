@@ -30,7 +30,7 @@ pub(super) async fn insert(conn: &mut AnyConnection, tokens: &[&NewToken], now_m
     let sql = format!(
         "INSERT INTO action_tokens (token, card_key, platform, chat_id, action, role, only_keys, created_at, expires_at) \
          VALUES {}",
-        super::placeholders(tokens.len(), 9, 0)
+        super::Params::of(conn).tuples(tokens.len(), 9, 0)
     );
     let mut query = sqlx::query(&sql);
     for t in tokens {

@@ -53,6 +53,9 @@ pub struct Ack {
     /// The decoded `data` (base64 JSON), for card callbacks.
     pub data: Option<Value>,
     pub biz_rt: Option<String>,
+    /// When the fake read it; the load driver (benches/feishu.rs) reports push → ACK.
+    #[allow(dead_code)]
+    pub at: std::time::Instant,
 }
 
 enum Command {
@@ -200,6 +203,7 @@ impl WsState {
                     code: payload["code"].as_i64().unwrap_or(-1),
                     data,
                     biz_rt: frame.header("biz_rt").map(str::to_owned),
+                    at: std::time::Instant::now(),
                 });
             }
             other => panic!("unexpected frame from the bot: {other:?}"),
@@ -264,6 +268,12 @@ impl WsState {
 
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Every ACK so far, for the load driver (benches/feishu.rs).
+    #[allow(dead_code)]
+    pub fn all_acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
     }
 
     pub fn acks(&self, message_id: &str) -> Vec<Ack> {

@@ -53,7 +53,7 @@ impl ChatPlatform for Sink {
     }
 
     fn limits(&self) -> SendLimits {
-        SendLimits { per_chat: Rate { per_second: 1e9, burst: 1_000_000 }, global: None }
+        SendLimits { per_chat: Rate { per_second: 1e9, burst: 1_000_000 }, per_group: None, global: None }
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {

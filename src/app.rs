@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::card::CardSet;
 use crate::clock::Clock;
 use crate::command::CommandSet;
-use crate::config::{Config, ConsoleConfig, FeishuConfig, FeishuMode};
+use crate::config::{Config, ConsoleConfig, FeishuConfig, FeishuMode, TelegramMode};
 use crate::event::ChatKind;
 use crate::handler::Bot;
 use crate::http::{self, HttpState};
@@ -31,6 +31,9 @@ use crate::platform::feishu::crypto::EncryptKey;
 use crate::platform::feishu::event::BotIdentity;
 use crate::platform::feishu::ws::LongConnection;
 use crate::platform::feishu::{API_TIMEOUT, Feishu};
+use crate::platform::telegram::poll::Poller;
+use crate::platform::telegram::webhook::{self as telegram_webhook, WebhookState};
+use crate::platform::telegram::{self, Telegram};
 use crate::platform::{ChannelState, Channels, ChatPlatform};
 use crate::policy::Policy;
 use crate::router::RouterConfig;
@@ -100,6 +103,7 @@ pub struct ConsoleIo {
 pub struct Running {
     pub inbox: Inbox,
     pub catalog: Arc<Catalog>,
+    pub commands: Arc<CommandSet>,
     pub store: Store,
     pub stats: Arc<Stats>,
     pub channels: Channels,
@@ -136,7 +140,7 @@ pub async fn start(
     let bot = Arc::new(Bot {
         store: store.clone(),
         catalog: defs.catalog.clone(),
-        commands: defs.commands,
+        commands: defs.commands.clone(),
         cards: defs.cards,
         policy: Policy::new(access.principals, access.default_roles, access.allowed_chats, access.admin_role),
         router: RouterConfig { bot_names: config.bot_names.clone() },
@@ -173,7 +177,18 @@ pub async fn start(
         inbox.requeue(event).await?;
     }
     stats.started.store(true, Ordering::SeqCst);
-    Ok(Running { inbox, catalog: defs.catalog, store, stats, channels, clock, stop, journal, tasks })
+    Ok(Running {
+        inbox,
+        catalog: defs.catalog,
+        commands: defs.commands,
+        store,
+        stats,
+        channels,
+        clock,
+        stop,
+        journal,
+        tasks,
+    })
 }
 
 impl Running {
@@ -237,7 +252,27 @@ pub async fn run(
         }
         None => None,
     };
+    let telegram_bot = match &config.telegram {
+        Some(tg) => {
+            // Requests must outlive the long poll they may be.
+            let bot = telegram::client(&tg.api_url, &tg.token, tg.poll_timeout + Duration::from_secs(15))?;
+            let me = telegram::whoami(&bot, Duration::from_secs(60))
+                .await
+                .with_context(|| format!("asking {} who the bot is", tg.api_url))?;
+            tracing::info!(id = me.id, username = %me.username, "telegram bot identity");
+            platforms.push(Telegram::new(bot.clone(), tg.limits, tg.document_over_chars));
+            channels.register(telegram::CHANNEL);
+            Some((bot, me))
+        }
+        None => None,
+    };
     let running = start(&config, platforms, channels.clone()).await?;
+    if let Some((bot, _)) = &telegram_bot {
+        // The menu is a convenience: a failure is logged, not fatal.
+        if let Err(e) = telegram::set_commands(bot, &running.commands).await {
+            tracing::warn!(error = %e, "setMyCommands failed");
+        }
+    }
 
     let http_stop = CancellationToken::new();
     let http_task = match config.http_listen {
@@ -270,6 +305,26 @@ pub async fn run(
                 // In callback mode the channel is up as soon as Feishu can reach us.
                 channels.set_state(callback::CHANNEL, ChannelState::Connected);
             }
+            if let (Some(tg), Some((bot, me))) = (&config.telegram, &telegram_bot)
+                && let TelegramMode::Webhook { url, secret } = &tg.mode
+            {
+                telegram_webhook::register(bot, url, secret)
+                    .await
+                    .with_context(|| format!("registering the Telegram webhook {url}"))?;
+                tracing::info!(url = %url, "telegram webhook registered");
+                let state = Arc::new(WebhookState {
+                    bot: bot.clone(),
+                    me: me.clone(),
+                    secret: secret.clone(),
+                    inbox: running.inbox.clone(),
+                    channels: channels.clone(),
+                    clock: running.clock,
+                    catalog: running.catalog.clone(),
+                    locales: config.locales.clone(),
+                });
+                router = router.merge(telegram_webhook::routes(state, tg.max_body_bytes));
+                channels.set_state(telegram::CHANNEL, ChannelState::Connected);
+            }
             Some(tokio::spawn(http::serve(listener, router, http_stop.clone())))
         }
         None => None,
@@ -291,6 +346,23 @@ pub async fn run(
                 locales: config.locales.clone(),
             });
             Some(tokio::spawn(client.run(intake_stop.clone())))
+        }
+        _ => None,
+    };
+    let poller = match (&config.telegram, telegram_bot) {
+        (Some(tg), Some((bot, me))) if tg.mode == TelegramMode::Polling => {
+            let poller = Poller {
+                bot,
+                me,
+                inbox: running.inbox.clone(),
+                channels: channels.clone(),
+                clock: running.clock,
+                catalog: running.catalog.clone(),
+                locales: config.locales.clone(),
+                timeout: tg.poll_timeout,
+                offset: running.store.cursor(telegram::OFFSET_CURSOR).await?,
+            };
+            Some(tokio::spawn(poller.run(intake_stop.clone())))
         }
         _ => None,
     };
@@ -323,6 +395,9 @@ pub async fn run(
     intake_stop.cancel();
     if let Some(task) = long_connection {
         task.await.context("feishu long connection")?;
+    }
+    if let Some(task) = poller {
+        task.await.context("telegram poller")?;
     }
     http_stop.cancel();
     if let Some(task) = http_task {

@@ -45,6 +45,7 @@ pub struct RawConfig {
     principals: Vec<RawPrincipal>,
     console: Option<RawConsole>,
     feishu: Option<RawFeishu>,
+    telegram: Option<RawTelegram>,
     #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
@@ -134,6 +135,36 @@ struct RawFeishuLimits {
     app_burst: Option<u32>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegram {
+    #[serde(default = "yes")]
+    enabled: bool,
+    mode: Option<String>,
+    api_url: Option<String>,
+    token_env: String,
+    poll_timeout: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret_env: Option<String>,
+    max_body_bytes: Option<usize>,
+    document_over_chars: Option<usize>,
+    #[serde(default)]
+    limits: RawTelegramLimits,
+}
+
+/// Send rates. The defaults are Telegram's documented limits: about one
+/// message a second per chat, 20 a minute per group, 30 a second overall.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegramLimits {
+    per_chat_per_second: Option<f64>,
+    per_chat_burst: Option<u32>,
+    per_group_per_minute: Option<f64>,
+    per_group_burst: Option<u32>,
+    global_per_second: Option<f64>,
+    global_burst: Option<u32>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -172,6 +203,7 @@ pub struct Config {
     pub access: Access,
     pub console: Option<ConsoleConfig>,
     pub feishu: Option<FeishuConfig>,
+    pub telegram: Option<TelegramConfig>,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
@@ -223,6 +255,40 @@ impl std::fmt::Debug for FeishuConfig {
             .field("base_url", &self.base_url)
             .field("app_id", &self.app_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// How Telegram delivers updates to us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// We long-poll getUpdates (the default); the offset is kept in the store.
+    Polling,
+    /// Telegram POSTs updates to `/telegram/webhook`; `url` is the public
+    /// address registered with setWebhook, `secret` the token it must echo.
+    Webhook { url: String, secret: String },
+}
+
+#[derive(Clone)]
+pub struct TelegramConfig {
+    pub mode: TelegramMode,
+    /// `https://api.telegram.org`, or a local Bot API server.
+    pub api_url: String,
+    pub token: String,
+    /// How long one getUpdates waits for updates.
+    pub poll_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Replies longer than this go out as a document instead of several messages.
+    pub document_over_chars: usize,
+    pub limits: SendLimits,
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.mode {
+            TelegramMode::Polling => "polling".to_owned(),
+            TelegramMode::Webhook { url, .. } => format!("webhook {url}"),
+        };
+        f.debug_struct("TelegramConfig").field("mode", &mode).field("api_url", &self.api_url).finish_non_exhaustive()
     }
 }
 
@@ -345,6 +411,13 @@ impl Validator<'_> {
         if feishu.as_ref().is_some_and(|f| f.mode == FeishuMode::Http) && http_listen.is_none() {
             self.err("feishu.mode", "\"http\" needs the [http] section: Feishu posts events to /feishu/events");
         }
+        let telegram = raw.telegram.filter(|t| t.enabled).and_then(|t| self.telegram(t, env));
+        if telegram.as_ref().is_some_and(|t| t.mode != TelegramMode::Polling) && http_listen.is_none() {
+            self.err(
+                "telegram.mode",
+                "\"webhook\" needs the [http] section: Telegram posts updates to /telegram/webhook",
+            );
+        }
         let pipeline = self.pipeline(raw.pipeline);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
@@ -371,6 +444,7 @@ impl Validator<'_> {
             access,
             console,
             feishu,
+            telegram,
             pipeline,
             log,
         }
@@ -439,6 +513,7 @@ impl Validator<'_> {
         let l = &raw.limits;
         let limits = SendLimits {
             per_chat: self.rate("feishu.limits.per_chat_per_second", l.per_chat_per_second, 4.0, l.per_chat_burst, 4),
+            per_group: None,
             global: Some(self.rate("feishu.limits.app_per_second", l.app_per_second, 1000.0 / 60.0, l.app_burst, 50)),
         };
         Some(FeishuConfig {
@@ -450,6 +525,94 @@ impl Validator<'_> {
             verification_token,
             replay_window,
             max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+            limits,
+        })
+    }
+
+    fn telegram(&mut self, raw: RawTelegram, env: &dyn Fn(&str) -> Option<String>) -> Option<TelegramConfig> {
+        let token = self.secret("telegram.token_env", &raw.token_env, env);
+        let mode = match raw.mode.as_deref() {
+            None | Some("polling") => {
+                if raw.webhook_url.is_some() || raw.webhook_secret_env.is_some() {
+                    self.err("telegram.webhook_url", "only used with mode = \"webhook\"");
+                }
+                Some(TelegramMode::Polling)
+            }
+            Some("webhook") => {
+                let url = match raw.webhook_url {
+                    Some(url) if url.starts_with("https://") || url.starts_with("http://") => Some(url),
+                    Some(url) => {
+                        self.err("telegram.webhook_url", format!("`{url}` is not an http(s) URL"));
+                        None
+                    }
+                    None => {
+                        self.err(
+                            "telegram.webhook_url",
+                            "required with mode = \"webhook\": the public URL Telegram posts to",
+                        );
+                        None
+                    }
+                };
+                let secret = match raw.webhook_secret_env.as_deref() {
+                    Some(var) => self.secret("telegram.webhook_secret_env", var, env),
+                    None => {
+                        self.err(
+                            "telegram.webhook_secret_env",
+                            "required with mode = \"webhook\": unauthenticated updates are refused",
+                        );
+                        None
+                    }
+                };
+                // Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and -.
+                if let Some(s) = &secret
+                    && !(s.len() <= 256 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+                {
+                    self.err(
+                        "telegram.webhook_secret_env",
+                        "the secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -",
+                    );
+                }
+                Some(TelegramMode::Webhook { url: url?, secret: secret? })
+            }
+            Some(other) => {
+                self.err("telegram.mode", format!("unknown mode `{other}` (polling, webhook)"));
+                None
+            }
+        };
+        let api_url = match raw.api_url {
+            None => crate::platform::telegram::API_URL.to_owned(),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(other) => {
+                self.err("telegram.api_url", format!("`{other}` is not an http(s) URL"));
+                String::new()
+            }
+        };
+        let poll_timeout = self.duration("telegram.poll_timeout", raw.poll_timeout.as_deref(), Duration::from_secs(25));
+        if poll_timeout > Duration::from_secs(50) {
+            self.err("telegram.poll_timeout", "at most 50s: Telegram answers sooner anyway");
+        }
+        let l = &raw.limits;
+        let per_group_per_minute = l.per_group_per_minute.unwrap_or(20.0);
+        let limits = SendLimits {
+            per_chat: self.rate("telegram.limits.per_chat_per_second", l.per_chat_per_second, 1.0, l.per_chat_burst, 3),
+            per_group: Some(self.rate(
+                "telegram.limits.per_group_per_minute",
+                Some(per_group_per_minute / 60.0),
+                1.0 / 3.0,
+                l.per_group_burst,
+                5,
+            )),
+            global: Some(self.rate("telegram.limits.global_per_second", l.global_per_second, 30.0, l.global_burst, 30)),
+        };
+        Some(TelegramConfig {
+            mode: mode?,
+            api_url,
+            token: token?,
+            poll_timeout,
+            max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+            document_over_chars: raw.document_over_chars.unwrap_or(12_000).max(4096),
             limits,
         })
     }
@@ -631,6 +794,39 @@ mod tests {
         let config = Config::parse(&enabled, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(config.feishu.map(|f| f.base_url), Some("https://open.feishu.cn".to_owned()));
+        // And so is its Telegram section, in both modes.
+        assert!(config.telegram.is_none(), "the example ships with Telegram disabled");
+        let enabled = text.replace("[telegram]\nenabled = false", "[telegram]\nenabled = true");
+        let config = Config::parse(&enabled, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let telegram = config.telegram.unwrap();
+        assert_eq!((telegram.mode, telegram.poll_timeout), (TelegramMode::Polling, Duration::from_secs(25)));
+        assert_eq!(telegram.limits.per_group.map(|r| r.per_second), Some(20.0 / 60.0));
+        let webhook = enabled.replace("mode = \"polling\"", "mode = \"webhook\"").replace("# webhook_", "webhook_");
+        let config = Config::parse(&webhook, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(
+            matches!(config.telegram.unwrap().mode, TelegramMode::Webhook { url, .. } if url.ends_with("/telegram/webhook"))
+        );
+    }
+
+    #[test]
+    fn telegram_settings_are_checked() {
+        let base = "[telegram]\ntoken_env = \"TG\"\n";
+        let errors = parse(&format!("{base}mode = \"webhook\"\n")).unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"telegram.token_env"), "{keys:?}");
+        assert!(keys.contains(&"telegram.webhook_url") && keys.contains(&"telegram.webhook_secret_env"), "{keys:?}");
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n{base}mode = \"webhook\"\nwebhook_url = \"https://x/telegram/webhook\"\nwebhook_secret_env = \"S\"\n"
+        );
+        let errors = Config::parse(&text, "c.toml", Path::new("/"), &|v| {
+            Some(if v == "S" { "bad secret!".into() } else { "t".into() })
+        })
+        .unwrap_err();
+        assert_eq!(errors[0].key, "telegram.webhook_secret_env", "{errors:?}");
+        let errors = parse(&format!("{base}poll_timeout = \"2m\"\n")).unwrap_err();
+        assert!(errors.iter().any(|e| e.key == "telegram.poll_timeout"), "{errors:?}");
     }
 
     #[test]

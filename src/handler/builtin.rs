@@ -135,10 +135,7 @@ async fn status_card(
         .snapshot()
         .into_iter()
         .map(|(name, s)| {
-            let detail = match &s.state {
-                crate::platform::ChannelState::Failed(reason) => Some(reason.clone()),
-                _ => None,
-            };
+            let detail = s.state.detail().map(str::to_owned);
             context! {
                 name => name,
                 state => s.state.label(),

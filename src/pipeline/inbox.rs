@@ -59,6 +59,40 @@ impl Inbox {
         }
     }
 
+    /// Persists `events` together (one group commit for a batch of platform
+    /// updates) and queues the new ones in the order given, so a chat's
+    /// messages are handled in the order the platform sent them.
+    pub async fn submit_all(&self, events: Vec<Event>) -> Vec<Result<Admission, InboxError>> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in &events {
+            let platform = event.chat.platform.as_str();
+            metrics::counter!(m::EVENTS_IN, "platform" => platform, "kind" => event.kind.label()).increment(1);
+            pending.push(self.journal.write(Write::Accept(event.clone())));
+        }
+        let written = futures_util::future::join_all(pending).await;
+        let mut results = Vec::with_capacity(events.len());
+        for (event, written) in events.into_iter().zip(written) {
+            results.push(match written {
+                Err(e) => Err(e.into()),
+                Ok(Written::Duplicate) => {
+                    metrics::counter!(m::EVENTS_DUPLICATE, "platform" => event.chat.platform.as_str()).increment(1);
+                    tracing::debug!(event_id = %event.id, "duplicate event ignored");
+                    Ok(Admission::Duplicate)
+                }
+                Ok(_) => self.requeue(event).await.map(|()| Admission::Accepted),
+            });
+        }
+        results
+    }
+
+    /// Saves a position in a platform's update stream. Adapters call it after
+    /// every update before the position is accepted, so a restart resumes
+    /// there: nothing is lost, and what is fetched again is a duplicate.
+    pub async fn save_cursor(&self, name: &str, value: i64) -> Result<(), InboxError> {
+        self.journal.write(Write::Cursor { name: name.to_owned(), value }).await?;
+        Ok(())
+    }
+
     /// Queues an already persisted event (startup replay of pending events).
     pub async fn requeue(&self, event: Event) -> Result<(), InboxError> {
         self.stats.in_flight.fetch_add(1, Ordering::SeqCst);

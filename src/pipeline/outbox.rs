@@ -68,6 +68,12 @@ pub struct Outbox {
 }
 
 /// The outcome of one delivery attempt.
+/// The rate limits one chat's lane waits on, besides the platform-wide one.
+struct ChatBuckets {
+    chat: TokenBucket,
+    group: Option<TokenBucket>,
+}
+
 enum Attempt {
     Sent(Option<(CardKey, ChatRef, MessageId)>),
     Failed(PlatformError),
@@ -176,10 +182,16 @@ impl Outbox {
     }
 
     async fn lane(self: Arc<Self>, mut rows: LaneRx<ChatRef, QueuedReply>) {
-        let mut bucket: Option<TokenBucket> = None;
+        let mut buckets: Option<ChatBuckets> = None;
         while let Some(row) = rows.recv().await {
             let platform = self.platforms[&row.chat.platform].clone();
-            let bucket = bucket.get_or_insert_with(|| TokenBucket::new(platform.limits().per_chat));
+            let bucket = buckets.get_or_insert_with(|| {
+                let limits = platform.limits();
+                ChatBuckets {
+                    chat: TokenBucket::new(limits.per_chat),
+                    group: limits.per_group.filter(|_| platform.is_group(&row.chat)).map(TokenBucket::new),
+                }
+            });
             let span = tracing::info_span!("deliver", chat = %row.chat, outbox_id = row.id);
             let id = row.id;
             tracing::Instrument::instrument(self.deliver(platform.as_ref(), bucket, row), span).await;
@@ -188,7 +200,7 @@ impl Outbox {
         }
     }
 
-    async fn deliver(&self, platform: &dyn ChatPlatform, bucket: &mut TokenBucket, row: QueuedReply) {
+    async fn deliver(&self, platform: &dyn ChatPlatform, bucket: &mut ChatBuckets, row: QueuedReply) {
         let wait_ms = row.not_before_ms - self.clock.now_ms();
         if wait_ms > 0 && !self.pause(Duration::from_millis(wait_ms as u64)).await {
             return;
@@ -196,7 +208,10 @@ impl Outbox {
         let mut attempts = row.attempts;
         let mut throttled = 0u32;
         loop {
-            bucket.take().await;
+            bucket.chat.take().await;
+            if let Some(group) = &mut bucket.group {
+                group.take().await;
+            }
             if let Some(global) = self.global_buckets.get(&platform.kind()) {
                 global.lock().await.take().await;
             }

@@ -235,7 +235,7 @@ impl ChatPlatform for Console {
     }
 
     fn limits(&self) -> SendLimits {
-        SendLimits { per_chat: self.rate, global: None }
+        SendLimits { per_chat: self.rate, per_group: None, global: None }
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {

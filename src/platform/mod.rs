@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod feishu;
+pub mod telegram;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,12 @@ pub trait ChatPlatform: Send + Sync + 'static {
 
     /// How fast this platform lets us send.
     fn limits(&self) -> SendLimits;
+
+    /// Whether `chat` is a group, for [`SendLimits::per_group`]. Only
+    /// platforms whose chat ids tell (Telegram's are negative) override it.
+    fn is_group(&self, _chat: &ChatRef) -> bool {
+        false
+    }
 
     /// Delivers one message. `msg.key` is stable across retries and restarts;
     /// platforms that support idempotency keys must pass it on.
@@ -77,10 +84,12 @@ impl PlatformError {
     }
 }
 
-/// Token-bucket rates: `per_chat` for each chat, `global` across the platform.
+/// Token-bucket rates: `per_chat` for each chat, `per_group` in addition for
+/// group chats (see [`ChatPlatform::is_group`]), `global` across the platform.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendLimits {
     pub per_chat: Rate,
+    pub per_group: Option<Rate>,
     pub global: Option<Rate>,
 }
 
@@ -97,17 +106,29 @@ pub enum ChannelState {
     Connected,
     Reconnecting,
     Failed(String),
+    /// Another client holds the platform's single connection slot (Telegram's
+    /// getUpdates); we keep retrying with backoff.
+    Conflict(String),
     /// Ended on purpose (console input closed, shutdown).
     Closed,
 }
 
 impl ChannelState {
+    /// Why the channel is down, when it says.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Failed(why) | Self::Conflict(why) => Some(why),
+            _ => None,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Self::Connecting => "connecting",
             Self::Connected => "connected",
             Self::Reconnecting => "reconnecting",
             Self::Failed(_) => "failed",
+            Self::Conflict(_) => "conflict",
             Self::Closed => "closed",
         }
     }
@@ -152,7 +173,10 @@ impl Channels {
         self.snapshot()
             .into_iter()
             .filter(|(_, s)| s.state != ChannelState::Connected)
-            .map(|(name, s)| format!("{name} is {}", s.state.label()))
+            .map(|(name, s)| match s.state.detail() {
+                Some(why) => format!("{name} is {}: {why}", s.state.label()),
+                None => format!("{name} is {}", s.state.label()),
+            })
             .collect()
     }
 

@@ -63,6 +63,8 @@ pub enum Write {
     Retry { id: i64, attempts: u32, next_attempt_at: i64, error: String },
     /// Delivery failed for good.
     Failed { id: i64, attempts: u32, error: String },
+    /// A position in a platform's update stream, saved once everything before it is accepted.
+    Cursor { name: String, value: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +202,17 @@ impl Store {
                 Write::Failed { id, attempts, error } => {
                     outbox::mark_failed(&mut tx, *id, *attempts, error, now_ms).await?;
                 }
+                Write::Cursor { name, value } => {
+                    sqlx::query(
+                        "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(name.as_str())
+                    .bind(*value)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
         }
         let mut ids = HashMap::new();
@@ -258,6 +271,13 @@ impl Store {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
         }
         Ok(())
+    }
+
+    /// The saved position `name`, if any (see [`Write::Cursor`]).
+    pub async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT value FROM cursors WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| sqlx::Row::try_get::<i64, _>(&r, "value")).transpose()?)
     }
 
     /// Checks the database answers, for readiness.

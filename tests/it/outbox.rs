@@ -31,7 +31,7 @@ impl ChatPlatform for Remote {
     }
 
     fn limits(&self) -> SendLimits {
-        SendLimits { per_chat: Rate { per_second: 1000.0, burst: 100 }, global: None }
+        SendLimits { per_chat: Rate { per_second: 1000.0, burst: 100 }, per_group: None, global: None }
     }
 
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {

@@ -1,0 +1,293 @@
+//! Telegram: the only code that knows the Bot API's wire formats, spoken
+//! through teloxide's typed client.
+//!
+//! Inbound, [`poll`] long-polls getUpdates with the offset kept in the store,
+//! or [`webhook`] serves `/telegram/webhook`; both turn updates into events
+//! with [`update`] and put them in the inbox before Telegram may forget them.
+//! Outbound, [`Telegram`] implements [`ChatPlatform`]: cards as HTML with an
+//! inline keyboard ([`render`]), edited in place; long texts split at line
+//! boundaries or sent as a document.
+//!
+//! The Bot API has no idempotency key: a send that timed out after Telegram
+//! stored it is sent again by the outbox's retry (at least once, not exactly once).
+
+pub mod poll;
+pub mod render;
+pub mod update;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use teloxide::payloads::setters::*;
+use teloxide::requests::Requester;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, CallbackQueryId, ChatId, InputFile, LinkPreviewOptions, MessageId as TgMessageId,
+    ParseMode, ReplyParameters, ThreadId as TgThreadId,
+};
+use teloxide::{ApiError, Bot, RequestError};
+
+use super::{ChatPlatform, Content, Outbound, PlatformError, SendLimits, Sent};
+use crate::command::CommandSet;
+use crate::event::{ChatRef, MessageId, PlatformKind};
+use crate::i18n::{Catalog, Locale, LocaleRules, Msg};
+
+pub const API_URL: &str = "https://api.telegram.org";
+pub const CHANNEL: &str = "telegram";
+/// The store cursor holding the next getUpdates offset.
+pub const OFFSET_CURSOR: &str = "telegram.offset";
+/// The update kinds we handle; Telegram does not send the others.
+pub const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
+
+/// Shown at the end of a card cut down to Telegram's 4096-character limit.
+const TRUNCATED: &str = "Truncated: the card was over 4096 characters. 内容过长，已截断。";
+
+/// A Bot API client for `api_url`. Requests may take `timeout`, which must
+/// exceed the long-poll timeout.
+pub fn client(api_url: &str, token: &str, timeout: Duration) -> anyhow::Result<Bot> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .user_agent(concat!("opsclaw/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let url = reqwest::Url::parse(api_url)?;
+    Ok(Bot::with_client(token, http).set_api_url(url))
+}
+
+/// Asks Telegram who the bot is. Network trouble during a restart is waited
+/// out for up to `patience`; a refused token fails at once.
+pub async fn whoami(bot: &Bot, patience: Duration) -> anyhow::Result<update::Me> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match bot.get_me().await {
+            Ok(me) => {
+                let Some(username) = me.user.username.clone() else {
+                    anyhow::bail!("getMe returned a bot without a username");
+                };
+                return Ok(update::Me { id: me.user.id.0, username });
+            }
+            Err(e) if platform_error(e.clone()).is_retryable() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "asking Telegram who the bot is failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(anyhow::anyhow!("getMe failed: {e}")),
+        }
+    }
+}
+
+/// Registers the command menu: every command Telegram accepts, with English
+/// descriptions by default and Chinese for Chinese-speaking users.
+pub async fn set_commands(bot: &Bot, commands: &CommandSet) -> Result<(), RequestError> {
+    let valid = |name: &str| {
+        (1..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let menu = |locale: Locale| -> Vec<BotCommand> {
+        commands
+            .iter()
+            .filter(|c| valid(&c.name))
+            .take(100)
+            .map(|c| {
+                let summary: String = c.summary.get(locale).chars().take(256).collect();
+                BotCommand::new(c.name.clone(), if summary.is_empty() { c.name.clone() } else { summary })
+            })
+            .collect()
+    };
+    for c in commands.iter().filter(|c| !valid(&c.name)) {
+        tracing::warn!(command = %c.name, "not in Telegram's command menu: names there are 1-32 of a-z, 0-9 and _");
+    }
+    bot.set_my_commands(menu(Locale::En)).await?;
+    bot.set_my_commands(menu(Locale::ZhCn)).language_code("zh").await?;
+    Ok(())
+}
+
+/// Answers a button press with a toast in the chat's language. A late or
+/// repeated answer is refused by Telegram and only logged: the press itself
+/// is already in the inbox.
+pub fn answer_click(bot: &Bot, query: CallbackQueryId, chat: &ChatRef, catalog: &Catalog, locales: &LocaleRules) {
+    let toast = catalog.text(locales.for_chat(chat), Msg::ButtonReceived, &[]);
+    let bot = bot.clone();
+    tokio::spawn(async move {
+        if let Err(e) = bot.answer_callback_query(query).text(toast).await {
+            tracing::debug!(error = %e, "answering a button press failed");
+        }
+    });
+}
+
+/// Sends replies through the Bot API.
+pub struct Telegram {
+    bot: Bot,
+    limits: SendLimits,
+    document_over_chars: usize,
+}
+
+impl Telegram {
+    pub fn new(bot: Bot, limits: SendLimits, document_over_chars: usize) -> Arc<Self> {
+        Arc::new(Self { bot, limits, document_over_chars })
+    }
+
+    async fn send_text(&self, msg: &Outbound<'_>, chat: ChatId, text: &str) -> Result<Sent, PlatformError> {
+        let len = text.encode_utf16().count();
+        if len > self.document_over_chars {
+            // Long outputs read better as a file than as a wall of messages.
+            let caption: String = text.lines().next().unwrap_or_default().chars().take(200).collect();
+            let file = InputFile::memory(text.as_bytes().to_vec()).file_name("reply.txt");
+            let mut request = self.bot.send_document(chat, file).caption(format!("{caption} … ({len} characters)"));
+            if let Some(thread) = thread(msg)? {
+                request = request.message_thread_id(thread);
+            }
+            if let Some(parent) = parent(msg)? {
+                request = request.reply_parameters(parent);
+            }
+            let sent = request.await.map_err(platform_error)?;
+            return Ok(Sent { message_id: Some(MessageId::new(sent.id.0.to_string())) });
+        }
+        let mut first = None;
+        for part in render::split_text(text, render::MAX_TEXT) {
+            let mut request = self.bot.send_message(chat, part).link_preview_options(no_preview());
+            if let Some(thread) = thread(msg)? {
+                request = request.message_thread_id(thread);
+            }
+            // Only the first part quotes the message it answers.
+            if first.is_none()
+                && let Some(parent) = parent(msg)?
+            {
+                request = request.reply_parameters(parent);
+            }
+            let sent = request.await.map_err(platform_error)?;
+            first.get_or_insert(MessageId::new(sent.id.0.to_string()));
+        }
+        Ok(Sent { message_id: first })
+    }
+}
+
+#[async_trait]
+impl ChatPlatform for Telegram {
+    fn kind(&self) -> PlatformKind {
+        PlatformKind::Telegram
+    }
+
+    /// From `[telegram.limits]`; the defaults are Telegram's documented limits.
+    fn limits(&self) -> SendLimits {
+        self.limits
+    }
+
+    /// Group and supergroup ids are negative; private chats are users' ids.
+    fn is_group(&self, chat: &ChatRef) -> bool {
+        chat.id.as_str().starts_with('-')
+    }
+
+    async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {
+        let chat = ChatId(
+            msg.chat
+                .id
+                .as_str()
+                .parse()
+                .map_err(|_| PlatformError::Rejected(format!("bad chat id {}", msg.chat.id)))?,
+        );
+        match &msg.content {
+            Content::Text(text) => self.send_text(msg, chat, text).await,
+            Content::NewCard(card) => {
+                let mut request = self
+                    .bot
+                    .send_message(chat, render::card_html(card, TRUNCATED))
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(no_preview());
+                if let Some(keyboard) = render::keyboard(card) {
+                    request = request.reply_markup(keyboard);
+                }
+                if let Some(thread) = thread(msg)? {
+                    request = request.message_thread_id(thread);
+                }
+                if let Some(parent) = parent(msg)? {
+                    request = request.reply_parameters(parent);
+                }
+                let sent = request.await.map_err(platform_error)?;
+                Ok(Sent { message_id: Some(MessageId::new(sent.id.0.to_string())) })
+            }
+            Content::UpdateCard { message, card } => {
+                let id = TgMessageId(number(message.as_str())?);
+                // Without `reply_markup` Telegram removes the keyboard, which is
+                // right for a card that no longer has buttons.
+                let mut request = self
+                    .bot
+                    .edit_message_text(chat, id, render::card_html(card, TRUNCATED))
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(no_preview());
+                if let Some(keyboard) = render::keyboard(card) {
+                    request = request.reply_markup(keyboard);
+                }
+                match request.await {
+                    // A double click renders the same card twice: nothing to change is success.
+                    Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(Sent { message_id: None }),
+                    Err(e) => Err(platform_error(e)),
+                }
+            }
+        }
+    }
+}
+
+fn no_preview() -> LinkPreviewOptions {
+    LinkPreviewOptions {
+        is_disabled: true,
+        url: None,
+        prefer_small_media: false,
+        prefer_large_media: false,
+        show_above_text: false,
+    }
+}
+
+fn number(id: &str) -> Result<i32, PlatformError> {
+    id.parse().map_err(|_| PlatformError::Rejected(format!("`{id}` is not a Telegram message id")))
+}
+
+fn thread(msg: &Outbound<'_>) -> Result<Option<TgThreadId>, PlatformError> {
+    msg.thread.map(|t| Ok(TgThreadId(TgMessageId(number(t.as_str())?)))).transpose()
+}
+
+fn parent(msg: &Outbound<'_>) -> Result<Option<ReplyParameters>, PlatformError> {
+    // The message may be gone by the time the reply leaves; answer anyway.
+    msg.reply_to
+        .map(|m| Ok(ReplyParameters::new(TgMessageId(number(m.as_str())?)).allow_sending_without_reply()))
+        .transpose()
+}
+
+/// What the outbox should do about a failed request.
+pub fn platform_error(e: RequestError) -> PlatformError {
+    match e {
+        RequestError::RetryAfter(after) => PlatformError::RateLimited { retry_after: after.duration() },
+        RequestError::Network(_) | RequestError::Io(_) => PlatformError::Retryable(e.to_string()),
+        // A 5xx body, or a proxy's error page: the server is having trouble.
+        RequestError::InvalidJson { .. } => PlatformError::Retryable(e.to_string()),
+        RequestError::Api(ApiError::Unknown(ref text)) if text.starts_with("Internal Server Error") => {
+            PlatformError::Retryable(e.to_string())
+        }
+        RequestError::MigrateToChatId(to) => {
+            PlatformError::Rejected(format!("the group became supergroup {to}; replies go to the new chat"))
+        }
+        RequestError::Api(_) => PlatformError::Rejected(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_what_the_outbox_does() {
+        use teloxide::types::Seconds;
+        assert_eq!(
+            platform_error(RequestError::RetryAfter(Seconds::from_seconds(3))),
+            PlatformError::RateLimited { retry_after: Duration::from_secs(3) }
+        );
+        assert!(matches!(platform_error(RequestError::Api(ApiError::BotBlocked)), PlatformError::Rejected(_)));
+        assert!(matches!(
+            platform_error(RequestError::Api(ApiError::Unknown("Internal Server Error".into()))),
+            PlatformError::Retryable(_)
+        ));
+    }
+}

@@ -152,8 +152,10 @@ struct RawTelegram {
     limits: RawTelegramLimits,
 }
 
-/// Send rates. The defaults are Telegram's documented limits: about one
-/// message a second per chat, 20 a minute per group, 30 a second overall.
+/// Send rates, within Telegram's documented limits: about one message a
+/// second per chat, 20 a minute per group, 30 a second overall. A bucket lets
+/// through at most its burst plus its rate in any window, so a group gets a
+/// burst of 5 and then 15 a minute: never more than 20 in a minute.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTelegramLimits {
@@ -594,13 +596,13 @@ impl Validator<'_> {
             self.err("telegram.poll_timeout", "at most 50s: Telegram answers sooner anyway");
         }
         let l = &raw.limits;
-        let per_group_per_minute = l.per_group_per_minute.unwrap_or(20.0);
+        let per_group_per_minute = l.per_group_per_minute.unwrap_or(15.0);
         let limits = SendLimits {
             per_chat: self.rate("telegram.limits.per_chat_per_second", l.per_chat_per_second, 1.0, l.per_chat_burst, 3),
             per_group: Some(self.rate(
                 "telegram.limits.per_group_per_minute",
                 Some(per_group_per_minute / 60.0),
-                1.0 / 3.0,
+                0.25,
                 l.per_group_burst,
                 5,
             )),
@@ -801,7 +803,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}"));
         let telegram = config.telegram.unwrap();
         assert_eq!((telegram.mode, telegram.poll_timeout), (TelegramMode::Polling, Duration::from_secs(25)));
-        assert_eq!(telegram.limits.per_group.map(|r| r.per_second), Some(20.0 / 60.0));
+        assert_eq!(telegram.limits.per_group.map(|r| (r.per_second, r.burst)), Some((15.0 / 60.0, 5)));
         let webhook = enabled.replace("mode = \"polling\"", "mode = \"webhook\"").replace("# webhook_", "webhook_");
         let config = Config::parse(&webhook, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
             .unwrap_or_else(|e| panic!("{e:?}"));

@@ -314,3 +314,52 @@ async fn webhook_mode_checks_the_secret_and_polling_deletes_the_webhook() {
     assert_eq!(replies.len(), 2, "the webhook's update was not answered twice");
     assert!(bot.terminate().await.success());
 }
+
+#[tokio::test]
+async fn a_burst_in_one_group_stays_under_telegrams_limits_and_in_order() {
+    let fake = FakeTelegram::start().await;
+    fake.set_flood_limits(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut bot = spawn(dir.path(), &config(&fake, ""));
+    ready(&mut bot).await;
+    // Six commands at once: three go at once, then one a second per chat,
+    // and the group's budget (a burst of 5) holds the sixth back.
+    for i in 1..=6 {
+        fake.push(
+            "message",
+            FakeTelegram::text_message(i, group(), alice(), &format!("/ping@{BOT_USERNAME} {i}"), None),
+        );
+    }
+    let replies = wait_sent(&fake, GROUP, 6).await;
+    let texts: Vec<&str> = replies.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(texts, ["pong: 1", "pong: 2", "pong: 3", "pong: 4", "pong: 5", "pong: 6"]);
+    assert_eq!(fake.flood_violations(), 0, "no 429 was provoked");
+    assert!(replies[5].at.duration_since(replies[0].at) >= Duration::from_secs(3));
+    assert!(bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn long_outputs_go_as_a_document() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    std::fs::write(
+        commands.join("ping.toml"),
+        "name = \"ping\"\nhandler = \"ping\"\nsummary = { en = \"echo\", zh-CN = \"回显\" }\n\
+         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 12000\n",
+    )
+    .unwrap();
+    let config = format!("commands_dir = \"commands\"\n{}", config(&fake, "document_over_chars = 5000"));
+    let mut bot = spawn(dir.path(), &config);
+    ready(&mut bot).await;
+    let body: String = (0..300).map(|i| format!("row {i:03} of the output\n")).collect();
+    fake.push("message", FakeTelegram::text_message(1, dm(), alice(), &format!("/ping {body}"), None));
+    let sent = wait_sent(&fake, ALICE, 1).await.remove(0);
+    let (name, bytes) = sent.document.expect("sent as a document");
+    assert_eq!(name, "reply.txt");
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("row 000") && text.contains("row 299"));
+    assert_eq!(sent.reply_to, Some(1));
+    assert!(bot.terminate().await.success());
+}

@@ -21,14 +21,13 @@ mod fake_feishu_ws;
 #[allow(dead_code)]
 #[path = "../tests/it/harness.rs"]
 mod harness;
+mod support;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_feishu::{APP_ID, APP_SECRET, CallKind, Callbacks, FakeFeishu, message_event};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::{Bot, percentiles, wait_for};
 
 /// Load driver for Feishu against the fake on 127.0.0.1.
 #[derive(clap::Parser)]
@@ -53,76 +52,21 @@ struct Args {
     bench: bool,
 }
 
-struct Bot {
-    child: Child,
-    http: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_bot(fake: &FakeFeishu, mode: &str) -> Bot {
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
+fn config(fake: &FakeFeishu, mode: &str) -> String {
+    format!(
         "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n\
          [feishu]\nmode = \"{mode}\"\ndomain = \"{}\"\napp_id = \"{APP_ID}\"\napp_secret_env = \"FEISHU_APP_SECRET\"\n\
          encrypt_key_env = \"FEISHU_ENCRYPT_KEY\"\nverification_token_env = \"FEISHU_VERIFICATION_TOKEN\"\n\
          [feishu.limits]\nper_chat_per_second = 1000000\nper_chat_burst = 1000000\napp_per_second = 1000000\napp_burst = 1000000\n\
          [access]\nallowed_chats = [\"feishu:*\"]\n",
         fake.url()
-    );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opsclaw"))
-        .args(["run", "--config", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .env("FEISHU_APP_SECRET", APP_SECRET)
-        .env("FEISHU_ENCRYPT_KEY", "bench key")
-        .env("FEISHU_VERIFICATION_TOKEN", "vtok")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the opsclaw binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut http = None;
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("http listening") {
-            let log: serde_json::Value = serde_json::from_str(&line).unwrap();
-            http = log["fields"]["addr"].as_str().map(str::to_owned);
-            break;
-        }
-    }
-    // Keep draining stderr so the bot never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Bot { child, http, _dir: dir }
+    )
 }
 
-impl Bot {
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap_or_default();
-        let kib: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tick.tick().await;
-    }
-}
-
-fn percentiles(mut latencies: Vec<Duration>) -> String {
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    format!("p50 {:.2?}  p99 {:.2?}  max {:.2?}", pct(0.50), pct(0.99), pct(1.0))
+async fn start_bot(fake: &FakeFeishu, mode: &str) -> Bot {
+    let env =
+        [("FEISHU_APP_SECRET", APP_SECRET), ("FEISHU_ENCRYPT_KEY", "bench key"), ("FEISHU_VERIFICATION_TOKEN", "vtok")];
+    Bot::start(&config(fake, mode), &env).await
 }
 
 /// Latency of each reply to `om_<prefix><n>`, from `pushed[n]`.
@@ -171,36 +115,27 @@ async fn long_connection(args: &Args) {
     println!("  replies delivered in {elapsed:.2?}: {:.0} events/s", n as f64 / elapsed.as_secs_f64());
     println!("  push -> reply at the API: {}", percentiles(latencies(&fake, "f", &pushed)));
 
-    // Paced: event `i` goes out at `i / rate` seconds, checked every
-    // millisecond (coarser slices would measure the driver's own bursts).
+    // Paced: `rate` events a second, for latency at that load.
     let paced = (args.rate * 5).min(n);
     let before = fake.n_calls();
     let mut pushed = Vec::with_capacity(paced);
-    let mut slice = tokio::time::interval(Duration::from_millis(1));
-    let started = Instant::now();
-    let mut i = 0;
-    while i < paced {
-        slice.tick().await;
-        let due = ((started.elapsed().as_secs_f64() * args.rate as f64) as usize + 1).min(paced);
-        while i < due {
-            let payload = message_event(
-                &format!("ev-paced-{i}"),
-                &format!("oc_{}", i % args.chats),
-                "group",
-                &format!("om_p{i}"),
-                "/ping",
-                true,
-            );
-            pushed.push(Instant::now());
-            fake.ws.push(&format!("p{i}"), &payload, 1, false, "event");
-            i += 1;
-        }
-    }
+    let took = support::paced(paced, args.rate, |i| {
+        let payload = message_event(
+            &format!("ev-paced-{i}"),
+            &format!("oc_{}", i % args.chats),
+            "group",
+            &format!("om_p{i}"),
+            "/ping",
+            true,
+        );
+        pushed.push(Instant::now());
+        fake.ws.push(&format!("p{i}"), &payload, 1, false, "event");
+    })
+    .await;
     wait_for("every paced reply", Duration::from_secs(600), || fake.n_calls() >= before + paced).await;
     println!(
-        "  paced at {} events/s for {:.1?}: push -> reply {}",
+        "  paced at {} events/s for {took:.1?}: push -> reply {}",
         args.rate,
-        started.elapsed(),
         percentiles(latencies(&fake, "p", &pushed))
     );
     let acks = fake
@@ -217,7 +152,8 @@ async fn long_connection(args: &Args) {
 async fn http_callbacks(args: &Args) {
     let fake = FakeFeishu::start().await;
     let mut bot = start_bot(&fake, "http").await;
-    let addr = bot.http.clone().expect("the bot logged its HTTP address");
+    bot.ready().await;
+    let addr = bot.http.clone();
     let callbacks = Arc::new(Callbacks::new(&addr, "bench key"));
     let n = args.events;
     // Encrypt and sign before the clock starts: the driver should not compete with the bot for CPU.

@@ -44,6 +44,20 @@ async fn wait_sent(fake: &FakeTelegram, chat: i64, n: usize) -> Vec<Sent> {
     fake.sent(chat)
 }
 
+/// A commands directory whose /ping echoes up to 12,000 characters: a way to
+/// get a long reply out of the bot.
+fn long_echo_commands(dir: &Path) -> std::path::PathBuf {
+    let commands = dir.join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    std::fs::write(
+        commands.join("ping.toml"),
+        "name = \"ping\"\nhandler = \"ping\"\nsummary = { en = \"echo\", zh-CN = \"回显\" }\n\
+         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 12000\n",
+    )
+    .unwrap();
+    commands
+}
+
 async fn ready(bot: &mut Proc) -> String {
     let addr = bot.http_addr().await;
     let url = format!("http://{addr}/readyz");
@@ -142,7 +156,9 @@ async fn a_second_poller_gets_409_and_the_bot_keeps_working() {
     let mut bot = spawn(dir.path(), &config(&fake, ""));
     let addr = ready(&mut bot).await;
 
-    // Another process starts polling with the same token: the pending poll (ours) is refused.
+    // Another process starts polling with the same token while ours is
+    // pending (the fake records a waiting poll with status 0): ours is refused.
+    wait_until("a poll is pending", || async { fake.calls_to("getUpdates").iter().any(|c| c.status == 0) }).await;
     let intruder = reqwest::Client::new()
         .post(format!("{}/bot{TOKEN}/getUpdates", fake.url()))
         .json(&json!({"timeout": 1}))
@@ -224,15 +240,7 @@ async fn button_press_toasts_and_edits_the_card() {
 async fn hostile_text_is_shown_escaped_and_long_replies_are_split_in_order() {
     let fake = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // A /ping that echoes up to 12,000 characters, to get a long reply.
-    let commands = dir.path().join("commands");
-    std::fs::create_dir(&commands).unwrap();
-    std::fs::write(
-        commands.join("ping.toml"),
-        "name = \"ping\"\nhandler = \"ping\"\nsummary = { en = \"echo\", zh-CN = \"回显\" }\n\
-         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 12000\n",
-    )
-    .unwrap();
+    let commands = long_echo_commands(dir.path());
     std::fs::write(
         commands.join("whoami.toml"),
         "name = \"whoami\"\nhandler = \"whoami\"\nsummary = { en = \"me\", zh-CN = \"我\" }\n",
@@ -342,14 +350,7 @@ async fn a_burst_in_one_group_stays_under_telegrams_limits_and_in_order() {
 async fn long_outputs_go_as_a_document() {
     let fake = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let commands = dir.path().join("commands");
-    std::fs::create_dir(&commands).unwrap();
-    std::fs::write(
-        commands.join("ping.toml"),
-        "name = \"ping\"\nhandler = \"ping\"\nsummary = { en = \"echo\", zh-CN = \"回显\" }\n\
-         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 12000\n",
-    )
-    .unwrap();
+    long_echo_commands(dir.path());
     let config = format!("commands_dir = \"commands\"\n{}", config(&fake, "document_over_chars = 5000"));
     let mut bot = spawn(dir.path(), &config);
     ready(&mut bot).await;

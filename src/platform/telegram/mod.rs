@@ -62,7 +62,15 @@ pub async fn whoami(bot: &Bot, patience: Duration) -> anyhow::Result<update::Me>
     let deadline = tokio::time::Instant::now() + patience;
     let mut delay = Duration::from_secs(1);
     loop {
-        match bot.get_me().await {
+        let answer = bot.get_me().await;
+        // An answer teloxide cannot read whole still names the bot.
+        if let Err(RequestError::InvalidJson { raw, source }) = &answer
+            && let Some(me) = partial_me(raw)
+        {
+            tracing::warn!(error = %source, "getMe answer only partly readable; using its id and username");
+            return Ok(me);
+        }
+        match answer {
             Ok(me) => {
                 let Some(username) = me.user.username.clone() else {
                     anyhow::bail!("getMe returned a bot without a username");
@@ -77,6 +85,12 @@ pub async fn whoami(bot: &Bot, patience: Duration) -> anyhow::Result<update::Me>
             Err(e) => return Err(anyhow::anyhow!("getMe failed: {e}")),
         }
     }
+}
+
+fn partial_me(raw: &str) -> Option<update::Me> {
+    let body: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let user = body.get("result").filter(|_| body["ok"] == true)?;
+    Some(update::Me { id: user["id"].as_u64()?, username: user["username"].as_str()?.to_owned() })
 }
 
 /// Registers the command menu: every command Telegram accepts, with English
@@ -143,8 +157,7 @@ impl Telegram {
             if let Some(parent) = parent(msg)? {
                 request = request.reply_parameters(parent);
             }
-            let sent = request.await.map_err(platform_error)?;
-            return Ok(Sent { message_id: Some(MessageId::new(sent.id.0.to_string())) });
+            return Ok(Sent { message_id: stored(request.await)? });
         }
         let mut first = None;
         for part in render::split_text(text, render::MAX_TEXT) {
@@ -158,10 +171,12 @@ impl Telegram {
             {
                 request = request.reply_parameters(parent);
             }
-            let sent = request.await.map_err(platform_error)?;
-            first.get_or_insert(MessageId::new(sent.id.0.to_string()));
+            let id = stored(request.await)?;
+            if first.is_none() {
+                first = Some(id);
+            }
         }
-        Ok(Sent { message_id: first })
+        Ok(Sent { message_id: first.flatten() })
     }
 }
 
@@ -206,8 +221,7 @@ impl ChatPlatform for Telegram {
                 if let Some(parent) = parent(msg)? {
                     request = request.reply_parameters(parent);
                 }
-                let sent = request.await.map_err(platform_error)?;
-                Ok(Sent { message_id: Some(MessageId::new(sent.id.0.to_string())) })
+                Ok(Sent { message_id: stored(request.await)? })
             }
             Content::UpdateCard { message, card } => {
                 let id = TgMessageId(number(message.as_str())?);
@@ -223,11 +237,30 @@ impl ChatPlatform for Telegram {
                 }
                 match request.await {
                     // A double click renders the same card twice: nothing to change is success.
-                    Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(Sent { message_id: None }),
-                    Err(e) => Err(platform_error(e)),
+                    Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(Sent { message_id: None }),
+                    result => stored(result).map(|_| Sent { message_id: None }),
                 }
             }
         }
+    }
+}
+
+/// The id of the message a send or edit stored. When Telegram said `ok` but
+/// its `result` is not a Message teloxide can read, the message was still
+/// stored: sending it again would show it twice, so it counts as sent, with
+/// the id read from the raw answer where there is one.
+fn stored(result: Result<teloxide::types::Message, RequestError>) -> Result<Option<MessageId>, PlatformError> {
+    match result {
+        Ok(message) => Ok(Some(MessageId::new(message.id.0.to_string()))),
+        Err(RequestError::InvalidJson { raw, source }) => {
+            let body: serde_json::Value = serde_json::from_str(&raw).unwrap_or_default();
+            if body["ok"] != true {
+                return Err(platform_error(RequestError::InvalidJson { raw, source }));
+            }
+            tracing::warn!(error = %source, "the Bot API said ok with a result we cannot read; counted as sent");
+            Ok(body["result"]["message_id"].as_i64().map(|id| MessageId::new(id.to_string())))
+        }
+        Err(e) => Err(platform_error(e)),
     }
 }
 
@@ -276,6 +309,27 @@ pub fn platform_error(e: RequestError) -> PlatformError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ok_answer_counts_as_sent_even_when_unreadable() {
+        let invalid = |raw: &str| RequestError::InvalidJson {
+            source: std::sync::Arc::new(serde_json::from_str::<u8>("x").unwrap_err()),
+            raw: raw.into(),
+        };
+        let id = stored(Err(invalid(r#"{"ok":true,"result":{"message_id":9,"weird":1}}"#))).unwrap();
+        assert_eq!(id, Some(MessageId::new("9")));
+        assert_eq!(stored(Err(invalid(r#"{"ok":true,"result":true}"#))).unwrap(), None);
+        assert!(matches!(stored(Err(invalid("<html>bad gateway</html>"))), Err(PlatformError::Retryable(_))));
+    }
+
+    #[test]
+    fn a_partly_readable_get_me_still_names_the_bot() {
+        let me =
+            partial_me(r#"{"ok":true,"result":{"id":7,"is_bot":true,"first_name":"B","username":"b_bot"}}"#).unwrap();
+        assert_eq!((me.id, me.username.as_str()), (7, "b_bot"));
+        assert!(partial_me(r#"{"ok":false,"description":"Unauthorized"}"#).is_none());
+        assert!(partial_me("<html>").is_none());
+    }
 
     #[test]
     fn errors_map_to_what_the_outbox_does() {

@@ -165,6 +165,13 @@ impl Poller {
                     events.push(*event);
                 }
                 Inbound::Ignored(why) => tracing::debug!(update_id = u.id.0, why, "telegram update ignored"),
+                Inbound::Malformed(start) => {
+                    tracing::warn!(
+                        update_id = u.id.0,
+                        update = start,
+                        "telegram update of an unknown kind or shape skipped"
+                    )
+                }
             }
         }
         let results = self.inbox.submit_all(events).await;

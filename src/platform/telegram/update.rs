@@ -27,13 +27,15 @@ pub enum Inbound {
     Event(Box<Event>, Option<CallbackQueryId>),
     /// Nothing to do, and why (logged at debug).
     Ignored(String),
+    /// An update we could not read (logged once, at warn): its start.
+    Malformed(String),
 }
 
 pub fn parse(update: &Update, me: &Me, now_ms: i64) -> Inbound {
     match &update.kind {
         UpdateKind::Message(msg) => message(msg, me, now_ms),
         UpdateKind::CallbackQuery(q) => callback(q, now_ms),
-        UpdateKind::Error(_) => Inbound::Ignored("an update of an unknown kind or shape".into()),
+        UpdateKind::Error(raw) => Inbound::Malformed(raw.to_string().chars().take(300).collect()),
         _ => Inbound::Ignored("an update kind we do not subscribe to".into()),
     }
 }

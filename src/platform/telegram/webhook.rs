@@ -71,6 +71,15 @@ async fn receive(State(state): State<Arc<WebhookState>>, headers: HeaderMap, bod
             tracing::debug!(update_id = update.id.0, why, "telegram update ignored");
             StatusCode::OK.into_response()
         }
+        // Telegram would only send it again: take it, say so once.
+        Inbound::Malformed(start) => {
+            tracing::warn!(
+                update_id = update.id.0,
+                update = start,
+                "telegram update of an unknown kind or shape skipped"
+            );
+            StatusCode::OK.into_response()
+        }
         Inbound::Event(event, query) => {
             let chat = event.chat.clone();
             if let Err(e) = state.inbox.submit(*event).await {

@@ -1,10 +1,13 @@
 //! Ordered queues per key (a chat) that run concurrently across keys.
 //!
 //! Each key gets a bounded queue and a task, created on first use; the task
-//! exits after its queue has been empty for `linger`. The map lock is held
-//! while an item is queued, and a lane only removes itself under that lock
-//! when its queue is empty, so an item can never land in a lane that is
-//! leaving: per-key order holds without a second queue.
+//! exits after its queue has been empty for `linger`. A sender registers
+//! itself on the lane under the map lock, then waits for room in the queue
+//! without it (a full lane, say a rate-limited chat, never holds up other
+//! keys), behind earlier senders to the same key (a fair per-key lock keeps
+//! their order). A lane only removes itself under the map lock when its queue
+//! is empty and no sender is registered, so an item can never land in a lane
+//! that is leaving.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,9 +22,17 @@ pub struct Lanes<K, T> {
 }
 
 struct Inner<K, T> {
-    map: Mutex<HashMap<K, mpsc::Sender<T>>>,
+    map: Mutex<HashMap<K, Lane<T>>>,
     capacity: usize,
     linger: Duration,
+}
+
+struct Lane<T> {
+    tx: mpsc::Sender<T>,
+    /// Senders between registering and queueing their item.
+    senders: usize,
+    /// Held by a sender while it waits for room, so senders queue in order.
+    order: Arc<Mutex<()>>,
 }
 
 /// The receiving end a lane task reads from.
@@ -47,24 +58,37 @@ where
         F: Fn(LaneRx<K, T>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut map = self.inner.map.lock().await;
         let mut item = item;
         loop {
-            let tx = match map.get(&key) {
-                Some(tx) => tx.clone(),
-                None => {
+            let (tx, order) = {
+                let mut map = self.inner.map.lock().await;
+                let lane = map.entry(key.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(self.inner.capacity);
                     tokio::spawn(start(LaneRx { rx, key: key.clone(), inner: self.inner.clone() }));
-                    map.insert(key.clone(), tx.clone());
-                    tx
-                }
+                    Lane { tx, senders: 0, order: Arc::new(Mutex::new(())) }
+                });
+                lane.senders += 1;
+                (lane.tx.clone(), lane.order.clone())
             };
-            match tx.send(item).await {
-                Ok(()) => return,
+            let sent = {
+                let _turn = order.lock().await;
+                tx.send(item).await
+            };
+            let mut map = self.inner.map.lock().await;
+            let ours = map.get_mut(&key).filter(|lane| lane.tx.same_channel(&tx));
+            match sent {
+                Ok(()) => {
+                    if let Some(lane) = ours {
+                        lane.senders -= 1;
+                    }
+                    return;
+                }
                 // The lane task ended without deregistering (it panicked): replace it.
                 Err(mpsc::error::SendError(back)) => {
                     tracing::error!("a lane task ended unexpectedly; starting a new one");
-                    map.remove(&key);
+                    if ours.is_some() {
+                        map.remove(&key);
+                    }
                     item = back;
                 }
             }
@@ -81,7 +105,8 @@ impl<K: Hash + Eq, T> LaneRx<K, T> {
                 Ok(item) => return item,
                 Err(_) => {
                     let mut map = self.inner.map.lock().await;
-                    if self.rx.is_empty() {
+                    let idle = map.get(&self.key).is_none_or(|lane| lane.senders == 0);
+                    if idle && self.rx.is_empty() {
                         map.remove(&self.key);
                         return None;
                     }
@@ -125,5 +150,54 @@ mod tests {
             let of_key: Vec<_> = seen.iter().filter(|i| *i % 3 == key).collect();
             assert!(of_key.windows(2).all(|w| w[0] < w[1]), "key {key}: {of_key:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_lane_does_not_hold_up_other_keys() {
+        let lanes: Arc<Lanes<u32, u32>> = Arc::new(Lanes::new(2, Duration::from_secs(1)));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let start = {
+            let seen = seen.clone();
+            move |mut rx: LaneRx<u32, u32>| {
+                let (seen, mut released) = (seen.clone(), released.clone());
+                async move {
+                    while let Some(item) = rx.recv().await {
+                        // Key 0 is stuck (a rate-limited chat) until released.
+                        if item < 100 {
+                            released.wait_for(|r| *r).await.unwrap();
+                        }
+                        seen.lock().unwrap().push(item);
+                    }
+                }
+            }
+        };
+        // Key 0: one item in progress, two queued, and two senders waiting for room, in order.
+        let mut waiting = Vec::new();
+        for i in 0..5 {
+            let (lanes, start) = (lanes.clone(), start.clone());
+            waiting.push(tokio::spawn(async move { lanes.send(0, i, start).await }));
+            tokio::task::yield_now().await;
+        }
+        // Key 1 goes through meanwhile.
+        tokio::time::timeout(Duration::from_secs(5), lanes.send(1, 100, start.clone()))
+            .await
+            .expect("key 1 is not blocked");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !seen.lock().unwrap().contains(&100) {
+            assert!(tokio::time::Instant::now() < deadline, "key 1's item was handled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.send(true).unwrap();
+        for w in waiting {
+            w.await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !lanes.inner.map.lock().await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "lanes never went idle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let of_key0: Vec<u32> = seen.lock().unwrap().iter().copied().filter(|i| *i < 100).collect();
+        assert_eq!(of_key0, [0, 1, 2, 3, 4], "key 0 kept its order");
     }
 }

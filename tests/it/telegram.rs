@@ -44,7 +44,7 @@ async fn wait_sent(fake: &FakeTelegram, chat: i64, n: usize) -> Vec<Sent> {
     fake.sent(chat)
 }
 
-/// A commands directory whose /ping echoes up to 12,000 characters: a way to
+/// A commands directory whose /ping echoes up to 20,000 characters: a way to
 /// get a long reply out of the bot.
 fn long_echo_commands(dir: &Path) -> std::path::PathBuf {
     let commands = dir.join("commands");
@@ -52,7 +52,7 @@ fn long_echo_commands(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         commands.join("ping.toml"),
         "name = \"ping\"\nhandler = \"ping\"\nsummary = { en = \"echo\", zh-CN = \"回显\" }\n\
-         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 12000\n",
+         [[args]]\nname = \"text\"\nkind = \"text\"\nmax_len = 20000\n",
     )
     .unwrap();
     commands
@@ -362,5 +362,31 @@ async fn long_outputs_go_as_a_document() {
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.contains("row 000") && text.contains("row 299"));
     assert_eq!(sent.reply_to, Some(1));
+    assert!(bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_split_reply_cut_short_by_flood_control_resumes_without_repeating_parts() {
+    let fake = FakeTelegram::start().await;
+    fake.set_flood_limits(true);
+    let dir = tempfile::tempdir().unwrap();
+    long_echo_commands(dir.path());
+    let config = format!("commands_dir = \"commands\"\n{}", config(&fake, "document_over_chars = 20000"));
+    let mut bot = spawn(dir.path(), &config);
+    ready(&mut bot).await;
+    // Four parts: Telegram takes three at once from one chat, then says 429.
+    let body: String = (0..520).map(|i| format!("line {i:03} of a long reply\n")).collect();
+    fake.push("message", FakeTelegram::text_message(1, dm(), alice(), &format!("/ping {body}"), None));
+    wait_until("the fourth part", || async { fake.sent(ALICE).len() >= 4 }).await;
+    assert!(fake.flood_violations() >= 1, "the fake refused a part");
+    // A later reply is the barrier: nothing of the first can still come after it.
+    fake.push("message", FakeTelegram::text_message(2, dm(), alice(), "/ping done", None));
+    let sent = wait_sent(&fake, ALICE, 5).await;
+    assert_eq!(sent.len(), 5, "four parts and one reply, nothing repeated");
+    assert_eq!(sent[4].text, "pong: done");
+    let joined: String = sent[..4].iter().map(|p| p.text.as_str()).collect();
+    for i in 0..520 {
+        assert_eq!(joined.matches(&format!("line {i:03} ")).count(), 1, "line {i} once");
+    }
     assert!(bot.terminate().await.success());
 }

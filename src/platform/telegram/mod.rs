@@ -137,11 +137,25 @@ pub struct Telegram {
     bot: Bot,
     limits: SendLimits,
     document_over_chars: usize,
+    /// Parts of split texts already sent, by outbox key: a retry (after a 429
+    /// on the third part, say) resumes where it stopped instead of showing
+    /// the first parts again. Kept in memory; after a restart a text starts over.
+    parts_sent: std::sync::Mutex<std::collections::HashMap<String, PartsSent>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PartsSent {
+    n: usize,
+    first: Option<MessageId>,
 }
 
 impl Telegram {
     pub fn new(bot: Bot, limits: SendLimits, document_over_chars: usize) -> Arc<Self> {
-        Arc::new(Self { bot, limits, document_over_chars })
+        Arc::new(Self { bot, limits, document_over_chars, parts_sent: Default::default() })
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, PartsSent>> {
+        self.parts_sent.lock().expect("the parts map lock is never poisoned")
     }
 
     async fn send_text(&self, msg: &Outbound<'_>, chat: ChatId, text: &str) -> Result<Sent, PlatformError> {
@@ -159,24 +173,40 @@ impl Telegram {
             }
             return Ok(Sent { message_id: stored(request.await)? });
         }
-        let mut first = None;
-        for part in render::split_text(text, render::MAX_TEXT) {
+        let parts = render::split_text(text, render::MAX_TEXT);
+        let mut done = self.progress().get(msg.key).cloned().unwrap_or_default();
+        for part in parts.into_iter().skip(done.n) {
             let mut request = self.bot.send_message(chat, part).link_preview_options(no_preview());
             if let Some(thread) = thread(msg)? {
                 request = request.message_thread_id(thread);
             }
             // Only the first part quotes the message it answers.
-            if first.is_none()
+            if done.n == 0
                 && let Some(parent) = parent(msg)?
             {
                 request = request.reply_parameters(parent);
             }
-            let id = stored(request.await)?;
-            if first.is_none() {
-                first = Some(id);
+            match stored(request.await) {
+                Ok(id) => {
+                    if done.n == 0 {
+                        done.first = id;
+                    }
+                    done.n += 1;
+                }
+                Err(e) => {
+                    let mut progress = self.progress();
+                    // A refused part ends the delivery for good; nothing will resume it.
+                    if e.is_retryable() && done.n > 0 {
+                        progress.insert(msg.key.to_owned(), done);
+                    } else {
+                        progress.remove(msg.key);
+                    }
+                    return Err(e);
+                }
             }
         }
-        Ok(Sent { message_id: first.flatten() })
+        self.progress().remove(msg.key);
+        Ok(Sent { message_id: done.first })
     }
 }
 

@@ -1020,7 +1020,7 @@ impl Inner {
     /// §5.1 limits for a send that is otherwise valid; only sends that pass count.
     fn check_flood(&mut self, chat_id: i64) -> Result<(), ApiError> {
         const BURST: f64 = 3.0;
-        const TOLERANCE: f64 = 0.05;
+        const TOLERANCE: f64 = 0.25;
         if !self.flood_on {
             return Ok(());
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use opsclaw::app;
+use opsclaw::clock::Clock;
 use opsclaw::config::Config;
 use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, PlatformKind, Sender, UserId};
 use opsclaw::platform::{Channels, ChatPlatform, Outbound, PlatformError, Rate, SendLimits, Sent};
@@ -103,7 +104,8 @@ async fn run(args: Args) {
         all_done: Notify::new(),
         total: args.events,
     });
-    let running = app::start(&config, vec![sink.clone()], Channels::default()).await.expect("pipeline starts");
+    let running =
+        app::start(&config, vec![sink.clone()], Channels::default(), Clock::new()).await.expect("pipeline starts");
 
     let submitted_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; args.events]));
     let started = Instant::now();

@@ -113,14 +113,15 @@ pub struct Running {
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
-/// Starts the pipeline with `platforms` as the reply senders.
+/// Starts the pipeline with `platforms` as the reply senders, on the clock
+/// the platforms were built with.
 pub async fn start(
     config: &Config,
     platforms: Vec<Arc<dyn ChatPlatform>>,
     channels: Channels,
+    clock: Clock,
 ) -> anyhow::Result<Running> {
     let defs = load_definitions(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
-    let clock = Clock::new();
     let store = Store::connect(&config.database_url).await.context("opening the store")?;
     store.migrate().await.context("running migrations")?;
 
@@ -266,7 +267,7 @@ pub async fn run(
         }
         None => None,
     };
-    let running = start(&config, platforms, channels.clone()).await?;
+    let running = start(&config, platforms, channels.clone(), clock).await?;
     if let Some((bot, _)) = &telegram_bot {
         // The menu is a convenience: a failure is logged, not fatal.
         if let Err(e) = telegram::set_commands(bot, &running.commands).await {

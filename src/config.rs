@@ -596,13 +596,12 @@ impl Validator<'_> {
             self.err("telegram.poll_timeout", "at most 50s: Telegram answers sooner anyway");
         }
         let l = &raw.limits;
-        let per_group_per_minute = l.per_group_per_minute.unwrap_or(15.0);
         let limits = SendLimits {
             per_chat: self.rate("telegram.limits.per_chat_per_second", l.per_chat_per_second, 1.0, l.per_chat_burst, 3),
             per_group: Some(self.rate(
                 "telegram.limits.per_group_per_minute",
-                Some(per_group_per_minute / 60.0),
-                0.25,
+                l.per_group_per_minute.map(|n| n / 60.0),
+                15.0 / 60.0,
                 l.per_group_burst,
                 5,
             )),

@@ -44,45 +44,36 @@ impl Inbox {
 
     /// Persists `event` and queues it for handling. Returns once it is durable.
     pub async fn submit(&self, event: Event) -> Result<Admission, InboxError> {
-        let platform = event.chat.platform.as_str();
-        metrics::counter!(m::EVENTS_IN, "platform" => platform, "kind" => event.kind.label()).increment(1);
-        match self.journal.write(Write::Accept(event.clone())).await? {
-            Written::Duplicate => {
-                metrics::counter!(m::EVENTS_DUPLICATE, "platform" => platform).increment(1);
-                tracing::debug!(event_id = %event.id, "duplicate event ignored");
-                Ok(Admission::Duplicate)
-            }
-            _ => {
-                self.requeue(event).await?;
-                Ok(Admission::Accepted)
-            }
-        }
+        count_in(&event);
+        let written = self.journal.write(Write::Accept(event.clone())).await;
+        self.admit(event, written).await
     }
 
     /// Persists `events` together (one group commit for a batch of platform
     /// updates) and queues the new ones in the order given, so a chat's
     /// messages are handled in the order the platform sent them.
     pub async fn submit_all(&self, events: Vec<Event>) -> Vec<Result<Admission, InboxError>> {
-        let mut pending = Vec::with_capacity(events.len());
-        for event in &events {
-            let platform = event.chat.platform.as_str();
-            metrics::counter!(m::EVENTS_IN, "platform" => platform, "kind" => event.kind.label()).increment(1);
-            pending.push(self.journal.write(Write::Accept(event.clone())));
-        }
+        let pending = events.iter().map(|event| {
+            count_in(event);
+            self.journal.write(Write::Accept(event.clone()))
+        });
         let written = futures_util::future::join_all(pending).await;
         let mut results = Vec::with_capacity(events.len());
         for (event, written) in events.into_iter().zip(written) {
-            results.push(match written {
-                Err(e) => Err(e.into()),
-                Ok(Written::Duplicate) => {
-                    metrics::counter!(m::EVENTS_DUPLICATE, "platform" => event.chat.platform.as_str()).increment(1);
-                    tracing::debug!(event_id = %event.id, "duplicate event ignored");
-                    Ok(Admission::Duplicate)
-                }
-                Ok(_) => self.requeue(event).await.map(|()| Admission::Accepted),
-            });
+            results.push(self.admit(event, written).await);
         }
         results
+    }
+
+    /// Queues `event` once its write says it is new.
+    async fn admit(&self, event: Event, written: Result<Written, JournalError>) -> Result<Admission, InboxError> {
+        if written? == Written::Duplicate {
+            metrics::counter!(m::EVENTS_DUPLICATE, "platform" => event.chat.platform.as_str()).increment(1);
+            tracing::debug!(event_id = %event.id, "duplicate event ignored");
+            return Ok(Admission::Duplicate);
+        }
+        self.requeue(event).await?;
+        Ok(Admission::Accepted)
     }
 
     /// Saves a position in a platform's update stream. Adapters call it after
@@ -102,4 +93,9 @@ impl Inbox {
         }
         Ok(())
     }
+}
+
+fn count_in(event: &Event) {
+    let platform = event.chat.platform.as_str();
+    metrics::counter!(m::EVENTS_IN, "platform" => platform, "kind" => event.kind.label()).increment(1);
 }

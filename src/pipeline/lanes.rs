@@ -29,9 +29,9 @@ struct Inner<K, T> {
 
 struct Lane<T> {
     tx: mpsc::Sender<T>,
-    /// Senders between registering and queueing their item.
-    senders: usize,
     /// Held by a sender while it waits for room, so senders queue in order.
+    /// Each sender keeps a clone until its item is queued: more than one
+    /// reference means a sender is on its way.
     order: Arc<Mutex<()>>,
 }
 
@@ -65,28 +65,22 @@ where
                 let lane = map.entry(key.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(self.inner.capacity);
                     tokio::spawn(start(LaneRx { rx, key: key.clone(), inner: self.inner.clone() }));
-                    Lane { tx, senders: 0, order: Arc::new(Mutex::new(())) }
+                    Lane { tx, order: Arc::new(Mutex::new(())) }
                 });
-                lane.senders += 1;
                 (lane.tx.clone(), lane.order.clone())
             };
             let sent = {
                 let _turn = order.lock().await;
                 tx.send(item).await
             };
-            let mut map = self.inner.map.lock().await;
-            let ours = map.get_mut(&key).filter(|lane| lane.tx.same_channel(&tx));
+            drop(order);
             match sent {
-                Ok(()) => {
-                    if let Some(lane) = ours {
-                        lane.senders -= 1;
-                    }
-                    return;
-                }
+                Ok(()) => return,
                 // The lane task ended without deregistering (it panicked): replace it.
                 Err(mpsc::error::SendError(back)) => {
                     tracing::error!("a lane task ended unexpectedly; starting a new one");
-                    if ours.is_some() {
+                    let mut map = self.inner.map.lock().await;
+                    if map.get(&key).is_some_and(|lane| lane.tx.same_channel(&tx)) {
                         map.remove(&key);
                     }
                     item = back;
@@ -105,7 +99,7 @@ impl<K: Hash + Eq, T> LaneRx<K, T> {
                 Ok(item) => return item,
                 Err(_) => {
                     let mut map = self.inner.map.lock().await;
-                    let idle = map.get(&self.key).is_none_or(|lane| lane.senders == 0);
+                    let idle = map.get(&self.key).is_none_or(|lane| Arc::strong_count(&lane.order) == 1);
                     if idle && self.rx.is_empty() {
                         map.remove(&self.key);
                         return None;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opsclaw::app;
+use opsclaw::clock::Clock;
 use opsclaw::config::Config;
 use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, PlatformKind, Sender, UserId};
 use opsclaw::platform::{Channels, ChatPlatform, Content, Outbound, PlatformError, Rate, SendLimits, Sent};
@@ -93,7 +94,7 @@ async fn retries_rate_limits_and_rejections() {
         script
             .insert("pong: slow down".into(), vec![PlatformError::RateLimited { retry_after: Duration::from_secs(3) }]);
     }
-    let running = app::start(&config, vec![remote.clone()], Channels::default()).await.unwrap();
+    let running = app::start(&config, vec![remote.clone()], Channels::default(), Clock::new()).await.unwrap();
 
     // Chat a: two failures then success, then the next reply in order.
     // Chat b: three failures (gives up), a rejection, then a reply that goes through.
@@ -154,7 +155,7 @@ async fn the_sweep_never_delivers_a_row_a_lane_holds() {
         .lock()
         .unwrap()
         .insert("pong: held".into(), vec![PlatformError::RateLimited { retry_after: Duration::from_secs(11) }]);
-    let running = app::start(&config, vec![remote.clone()], Channels::default()).await.unwrap();
+    let running = app::start(&config, vec![remote.clone()], Channels::default(), Clock::new()).await.unwrap();
     running.inbox.submit(ping(1, "s", "held")).await.unwrap();
     running.inbox.submit(ping(2, "s", "behind")).await.unwrap();
     wait_until("both replies are delivered", || async {

@@ -41,12 +41,8 @@ pub struct Poller {
     pub offset: Option<i64>,
 }
 
-enum Polled {
-    Updates(Vec<Update>),
-    /// The batch did not parse as a whole; these are the updates that did,
-    /// and the offset past all of them.
-    Salvaged(Vec<Update>, i64),
-}
+/// A batch of updates and the offset past all of them (none when empty).
+type Polled = (Vec<Update>, Option<i64>);
 
 impl Poller {
     /// Polls until `shutdown`. Webhooks and polling exclude each other, so a
@@ -129,11 +125,16 @@ impl Poller {
             request = request.offset(offset as i32);
         }
         match request.await {
-            Ok(updates) => Ok(Polled::Updates(updates)),
+            Ok(updates) => {
+                let next = updates.iter().map(|u| i64::from(u.id.0) + 1).max();
+                Ok((updates, next))
+            }
+            // The batch did not parse as a whole: keep the updates that did,
+            // and move past all of them.
             Err(RequestError::InvalidJson { raw, source }) => match salvage(&raw) {
                 Some((updates, next)) => {
                     tracing::error!(error = %source, "a getUpdates batch did not parse; skipped what was unreadable");
-                    Ok(Polled::Salvaged(updates, next))
+                    Ok((updates, Some(next)))
                 }
                 None => Err(RequestError::InvalidJson { raw, source }),
             },
@@ -143,14 +144,7 @@ impl Poller {
 
     /// Persists the batch in order, answers button presses, then moves the
     /// offset past it.
-    async fn accept(&mut self, polled: Polled) {
-        let (updates, next) = match polled {
-            Polled::Updates(updates) => {
-                let next = updates.iter().map(|u| i64::from(u.id.0) + 1).max();
-                (updates, next)
-            }
-            Polled::Salvaged(updates, next) => (updates, Some(next)),
-        };
+    async fn accept(&mut self, (updates, next): Polled) {
         let Some(next) = next else { return };
         let now = self.clock.now_ms();
         self.channels.event_seen(CHANNEL, now);

@@ -252,7 +252,7 @@ pub fn split_text(text: &str, limit: usize) -> Vec<String> {
     // Telegram refuses empty messages; a part that is only a newline says nothing.
     parts.retain(|p| !p.trim().is_empty());
     if parts.is_empty() {
-        parts.push(if text.trim().is_empty() { "…".to_owned() } else { text.to_owned() });
+        parts.push("…".to_owned());
     }
     parts
 }

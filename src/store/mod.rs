@@ -264,7 +264,8 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the SQLite database without blocking
-    /// writers; called every second so commits never pay for a checkpoint.
+    /// writers; called every 100 ms (`app::housekeeping`) so commits never pay for a
+    /// checkpoint and each one flushes little.
     /// PostgreSQL needs nothing of the kind.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         if self.backend == Backend::Sqlite {

@@ -39,9 +39,19 @@ impl Journal {
 
     /// Writes and waits until the write is committed.
     pub async fn write(&self, write: Write) -> Result<Written, JournalError> {
+        self.enqueue(write).await?.await
+    }
+
+    /// Queues `write` behind every write queued before it and returns a
+    /// future for its commit, so a caller can keep writes in its own order
+    /// while their commits are awaited concurrently.
+    pub async fn enqueue(
+        &self,
+        write: Write,
+    ) -> Result<impl Future<Output = Result<Written, JournalError>> + Send + 'static, JournalError> {
         let (done, result) = oneshot::channel();
         self.tx.send((write, done)).await.map_err(|_| JournalError::Stopped)?;
-        Ok(result.await.map_err(|_| JournalError::Stopped)??)
+        Ok(async move { Ok(result.await.map_err(|_| JournalError::Stopped)??) })
     }
 }
 

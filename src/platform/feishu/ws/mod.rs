@@ -30,7 +30,7 @@ use super::callback::CHANNEL;
 use super::event::{self, BotIdentity, Inbound};
 use crate::clock::Clock;
 use crate::i18n::{Catalog, LocaleRules};
-use crate::pipeline::inbox::Inbox;
+use crate::pipeline::inbox::{Admission, Inbox, InboxError, Sequence};
 use crate::platform::{ChannelState, Channels};
 
 /// Endpoint discovery and the WebSocket handshake must finish within this.
@@ -237,6 +237,7 @@ impl LongConnection {
         let (ack_tx, mut ack_rx) = mpsc::channel::<Frame>(MAX_IN_FLIGHT);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut reassembly = Reassembly::new(Duration::from_secs(10));
+        let mut sequence = Sequence::default();
         let mut ping = tokio::time::interval(config.ping_interval);
         // After a stall, ping once and resume the rhythm rather than sending a volley.
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,7 +294,7 @@ impl LongConnection {
                                 }
                             }
                         }
-                        METHOD_DATA => self.on_data(frame, &mut reassembly, &ack_tx, &in_flight).await,
+                        METHOD_DATA => self.on_data(frame, &mut reassembly, &ack_tx, &in_flight, &mut sequence).await,
                         other => tracing::warn!(method = other, "frame of unknown method skipped"),
                     }
                 }
@@ -308,6 +309,7 @@ impl LongConnection {
         reassembly: &mut Reassembly,
         acks: &mpsc::Sender<Frame>,
         in_flight: &Arc<Semaphore>,
+        sequence: &mut Sequence,
     ) {
         match frame.header("type") {
             // `card` frames carry the same payload as events when a callback
@@ -335,11 +337,28 @@ impl LongConnection {
             }
         };
         let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let me = self.clone();
+        let started = Instant::now();
+        // Parsed and handed to the journal here, in arrival order; only the
+        // wait for the commit and the ACK run concurrently.
+        let accepted = self.accept(&whole, sequence).await;
         let acks = acks.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let response = me.accept(&whole).await;
+            let response = match accepted {
+                Accepted::Answered(response) => response,
+                Accepted::Submitted { admission, click } => match admission.await {
+                    // A click's response travels base64-encoded in the ACK's `data`.
+                    Ok(_) => match click {
+                        Some(body) => {
+                            json!({"code": 200, "data": base64::engine::general_purpose::STANDARD.encode(body.to_string())})
+                        }
+                        None => json!({"code": 200}),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "feishu event not accepted; asking for redelivery");
+                        json!({"code": 500})
+                    }
+                },
+            };
             let ack = frame.ack(started.elapsed().as_millis() as u64, response.to_string().into_bytes());
             // The session may have ended; Feishu then redelivers, and the inbox dedups.
             let _ = acks.send(ack).await;
@@ -347,8 +366,8 @@ impl LongConnection {
         });
     }
 
-    /// Persists one event payload; returns the ACK body.
-    async fn accept(&self, payload: &[u8]) -> Value {
+    /// Parses one event payload and starts persisting it.
+    async fn accept(&self, payload: &[u8], sequence: &mut Sequence) -> Accepted {
         let now = self.clock.now_ms();
         self.channels.event_seen(CHANNEL, now);
         let text = String::from_utf8_lossy(payload);
@@ -357,28 +376,26 @@ impl LongConnection {
             Err(e) => {
                 // Acknowledged anyway: a malformed payload would be malformed again on redelivery.
                 tracing::warn!(error = %e, "undecodable event payload skipped");
-                return json!({"code": 200});
+                return Accepted::Answered(json!({"code": 200}));
             }
         };
         let Inbound::Event(event) = parsed.inbound else {
             tracing::debug!(?parsed.inbound, "long-connection payload ignored");
-            return json!({"code": 200});
+            return Accepted::Answered(json!({"code": 200}));
         };
         let click = super::click_response(&self.catalog, &self.locales, &event);
-        match self.inbox.submit(*event).await {
-            // A click's response travels base64-encoded in the ACK's `data`.
-            Ok(_) => match click {
-                Some(body) => {
-                    json!({"code": 200, "data": base64::engine::general_purpose::STANDARD.encode(body.to_string())})
-                }
-                None => json!({"code": 200}),
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "feishu event not accepted; asking for redelivery");
-                json!({"code": 500})
-            }
-        }
+        let admission = Box::pin(self.inbox.submit_in_order(*event, sequence).await);
+        Accepted::Submitted { admission, click }
     }
+}
+
+/// What became of a data frame's payload: answered at once, or on its way into the inbox.
+enum Accepted {
+    Answered(Value),
+    Submitted {
+        admission: std::pin::Pin<Box<dyn Future<Output = Result<Admission, InboxError>> + Send>>,
+        click: Option<Value>,
+    },
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -16,6 +16,22 @@ use crate::policy::Role;
 pub enum Action {
     /// Re-render the `/status` card in place.
     RefreshStatus,
+    /// Acknowledge an alert group (stops its escalation).
+    AlertAck {
+        group: i64,
+    },
+    /// Silence an alert group for `hours` (in Alertmanager when it came from there).
+    AlertSilence {
+        group: i64,
+        hours: u32,
+    },
+    AlertUnsilence {
+        group: i64,
+    },
+    /// Close an alert group by hand (generic sources).
+    AlertResolve {
+        group: i64,
+    },
 }
 
 /// An action together with who may trigger it.

@@ -11,6 +11,11 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::Alerts;
+use crate::alert::alertmanager::Alertmanager;
+use crate::alert::card::ButtonRoles;
+use crate::alert::intake as alert_intake;
+use crate::alert::notify::{self, Notifier};
 use crate::card::CardSet;
 use crate::clock::Clock;
 use crate::command::CommandSet;
@@ -102,6 +107,8 @@ pub struct ConsoleIo {
 /// dispatcher, outbox and housekeeping running. Adapters feed [`Running::inbox`].
 pub struct Running {
     pub inbox: Inbox,
+    /// The alert intake and actions, when `[alerts]` is configured.
+    pub alerts: Option<Arc<Alerts>>,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<CommandSet>,
     pub store: Store,
@@ -137,9 +144,37 @@ pub async fn start(
         send_timeout: p.send_timeout,
     };
     let outbox = Outbox::new(store.clone(), journal.clone(), platforms, retry, stats.clone(), clock, stop.clone());
+    let mut tasks = Vec::new();
+    let alerts = match &config.alerts {
+        Some(alerts_config) => {
+            let alerts_config = Arc::new(alerts_config.clone());
+            let alertmanager = match &alerts_config.alertmanager {
+                Some(am) => Some(
+                    Alertmanager::new(&am.url, am.token.clone(), am.timeout)
+                        .with_context(|| format!("alerts.alertmanager.url `{}`", am.url))?,
+                ),
+                None => None,
+            };
+            let (notify, notify_rx) = notify::channel();
+            let notifier = Notifier {
+                store: store.clone(),
+                journal: journal.clone(),
+                outbox: outbox.clone(),
+                cards: defs.cards.clone(),
+                locales: config.locales.clone(),
+                config: alerts_config.clone(),
+                roles: ButtonRoles::from_commands(&defs.commands),
+                clock,
+            };
+            tasks.push(("alert notifier", tokio::spawn(notifier.run(notify_rx, stop.clone()))));
+            Some(Arc::new(Alerts { config: alerts_config, alertmanager, journal: journal.clone(), notify }))
+        }
+        None => None,
+    };
     let access = config.access.clone();
     let bot = Arc::new(Bot {
         store: store.clone(),
+        alerts: alerts.clone(),
         catalog: defs.catalog.clone(),
         commands: defs.commands.clone(),
         cards: defs.cards,
@@ -163,12 +198,12 @@ pub async fn start(
     let inbox = Inbox::new(journal.clone(), events_tx, stats.clone());
     // Replies left from the last run go first, before replayed events add new ones.
     outbox.load_pending().await.context("loading the outbox")?;
-    let tasks = vec![
+    tasks.extend([
         ("journal", journal_task),
         ("outbox", tokio::spawn(outbox.run())),
         ("dispatcher", tokio::spawn(dispatcher.run(events_rx, stop.clone()))),
         ("housekeeping", tokio::spawn(housekeeping(store.clone(), clock, p.clone(), stop.clone()))),
-    ];
+    ]);
 
     let pending = store.pending_events().await.context("reading pending events")?;
     if !pending.is_empty() {
@@ -180,6 +215,7 @@ pub async fn start(
     stats.started.store(true, Ordering::SeqCst);
     Ok(Running {
         inbox,
+        alerts,
         catalog: defs.catalog,
         commands: defs.commands,
         store,
@@ -288,6 +324,16 @@ pub async fn run(
                 clock: running.clock,
             });
             let mut router = http::router(state);
+            if let Some(alerts) = running.alerts.as_ref().filter(|a| !a.config.sources.is_empty()) {
+                router = router.merge(alert_intake::routes(alerts.clone()));
+                if config.console.is_some() {
+                    // `opsclaw chat`: say where alerts can be posted, since the port may be random.
+                    let addr = listener.local_addr()?;
+                    for kind in alerts.config.sources.keys() {
+                        eprintln!("alerts: POST http://{addr}/hooks/{}", kind.as_str());
+                    }
+                }
+            }
             if let (Some(feishu @ FeishuConfig { mode: FeishuMode::Http, .. }), Some(bot)) =
                 (&config.feishu, &feishu_bot)
             {

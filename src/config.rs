@@ -46,6 +46,7 @@ pub struct RawConfig {
     console: Option<RawConsole>,
     feishu: Option<RawFeishu>,
     telegram: Option<RawTelegram>,
+    alerts: Option<crate::alert::config::RawAlerts>,
     #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
@@ -206,6 +207,7 @@ pub struct Config {
     pub console: Option<ConsoleConfig>,
     pub feishu: Option<FeishuConfig>,
     pub telegram: Option<TelegramConfig>,
+    pub alerts: Option<crate::alert::config::AlertsConfig>,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
@@ -420,6 +422,23 @@ impl Validator<'_> {
                 "\"webhook\" needs the [http] section: Telegram posts updates to /telegram/webhook",
             );
         }
+        let alerts = raw
+            .alerts
+            .and_then(|a| crate::alert::config::validate(a, env, &mut |key, message| self.err(&key, message)));
+        if let Some(alerts) = &alerts {
+            if !alerts.sources.is_empty() && http_listen.is_none() {
+                self.err("alerts.sources", "alert webhooks need the [http] section: sources post to /hooks/<source>");
+            }
+            let open = alerts.sources.iter().filter(|(_, s)| s.auth == crate::alert::config::HookAuth::None);
+            for (kind, _) in open {
+                if http_listen.is_some_and(|a: SocketAddr| !a.ip().is_loopback()) {
+                    self.err(
+                        &format!("alerts.sources.{}.auth", kind.as_str()),
+                        "\"none\" is only allowed when http.listen is a loopback address; use bearer or hmac",
+                    );
+                }
+            }
+        }
         let pipeline = self.pipeline(raw.pipeline);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
@@ -447,6 +466,7 @@ impl Validator<'_> {
             console,
             feishu,
             telegram,
+            alerts,
             pipeline,
             log,
         }
@@ -809,6 +829,37 @@ mod tests {
         assert!(
             matches!(config.telegram.unwrap().mode, TelegramMode::Webhook { url, .. } if url.ends_with("/telegram/webhook"))
         );
+        // Its [alerts] section too.
+        assert!(config.alerts.is_none(), "the example ships with alerts disabled");
+        let enabled = text.replace("[alerts]\nenabled = false", "[alerts]\nenabled = true");
+        let config = Config::parse(&enabled, "config.example.toml", Path::new("/etc/opsclaw"), &|_| Some("x".into()))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let alerts = config.alerts.unwrap();
+        assert_eq!((alerts.sources.len(), alerts.routes.len()), (3, 3));
+        assert!(alerts.alertmanager.is_some() && alerts.routes[1].window.is_some());
+    }
+
+    #[test]
+    fn alert_settings_are_checked() {
+        let text = "[http]\nlisten = \"0.0.0.0:8080\"\n[alerts.sources.generic]\nauth = \"none\"\n\
+                    [alerts.sources.nagios]\nauth = \"bearer\"\ntoken_env = \"T\"\n\
+                    [alerts.sources.alertmanager]\nauth = \"bearer\"\ntoken_env = \"UNSET\"\n\
+                    [alerts.alertmanager]\nurl = \"alertmanager:9093\"\n\
+                    [[alerts.routes]]\nmatch = ['severity=critical']\nchats = [\"feishu:*\"]\nhours = \"9-5\"\n";
+        let found = keys(text);
+        for key in [
+            "alerts.sources.generic.auth",
+            "alerts.sources.nagios",
+            "alerts.sources.alertmanager.token_env",
+            "alerts.alertmanager.url",
+            "alerts.routes[0].match",
+            "alerts.routes[0].chats",
+            "alerts.routes[0].days/hours/timezone",
+        ] {
+            assert!(found.contains(&key.to_owned()), "{key} missing from {found:?}");
+        }
+        let no_http = "[alerts.sources.generic]\nauth = \"none\"\n";
+        assert_eq!(keys(no_http), ["alerts.sources"]);
     }
 
     #[test]

@@ -84,6 +84,20 @@ messages! {
     Pong = "ping.pong",
     PongWith = "ping.pong_with",
     None = "common.none",
+    AlertNotFound = "alert.not_found",
+    AlertsNotEnabled = "alert.not_enabled",
+    AlertAckDone = "alert.ack_done",
+    AlertAckAlready = "alert.ack_already",
+    AlertIsResolved = "alert.is_resolved",
+    AlertSilenceDone = "alert.silence_done",
+    AlertSilenceAlready = "alert.silence_already",
+    AlertSilenceFailed = "alert.silence_failed",
+    AlertUnsilenceDone = "alert.unsilence_done",
+    AlertNotSilenced = "alert.not_silenced",
+    AlertUnsilenceFailed = "alert.unsilence_failed",
+    AlertResolveDone = "alert.resolve_done",
+    AlertResolveNotGeneric = "alert.resolve_not_generic",
+    AlertSilenceTooLong = "alert.silence_too_long",
 }
 
 /// Which locale a chat is answered in: the chat's own setting, else its

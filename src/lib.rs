@@ -8,6 +8,7 @@
 //! has the module map and the invariants.
 
 pub mod action;
+pub mod alert;
 pub mod app;
 pub mod card;
 pub mod clock;

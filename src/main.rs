@@ -38,6 +38,9 @@ enum Command {
         /// Reply language: en or zh-CN.
         #[arg(long)]
         locale: Option<String>,
+        /// Where the HTTP server (alert webhooks, /metrics) listens (default: a random loopback port).
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Check a config file with its command files and card templates; list every problem.
     CheckConfig { file: PathBuf },
@@ -88,7 +91,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             app::run(config, io, signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Chat { config: path, data_dir, locale } => {
+        Command::Chat { config: path, data_dir, locale, http } => {
             let mut config = match &path {
                 Some(path) => load(path)?,
                 None => {
@@ -106,6 +109,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(locale) = locale {
                 config.locales.default = opsclaw::i18n::Locale::parse(&locale)
                     .ok_or_else(|| anyhow::anyhow!("unknown locale `{locale}` (en, zh-CN)"))?;
+            }
+            if let Some(addr) = http {
+                let open = config
+                    .alerts
+                    .as_ref()
+                    .is_some_and(|a| a.sources.values().any(|s| s.auth == opsclaw::alert::config::HookAuth::None));
+                if open && !addr.ip().is_loopback() {
+                    anyhow::bail!("--http {addr}: alert sources without auth may only listen on a loopback address");
+                }
+                config.http_listen = Some(addr);
             }
             if config.console.is_none() {
                 anyhow::bail!("this config does not enable [console]");

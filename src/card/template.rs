@@ -25,8 +25,12 @@ impl CardId {
     pub const HELP_COMMAND: CardId = CardId("help_command");
     pub const STATUS: CardId = CardId("status");
     pub const WHOAMI: CardId = CardId("whoami");
+    pub const ALERT: CardId = CardId("alert");
+    pub const ALERTS: CardId = CardId("alerts");
+    pub const ALERT_HISTORY: CardId = CardId("alert_history");
     /// Templates the built-in handlers render; a template set without them is refused.
-    pub const REQUIRED: [CardId; 4] = [Self::HELP, Self::HELP_COMMAND, Self::STATUS, Self::WHOAMI];
+    pub const REQUIRED: [CardId; 7] =
+        [Self::HELP, Self::HELP_COMMAND, Self::STATUS, Self::WHOAMI, Self::ALERT, Self::ALERTS, Self::ALERT_HISTORY];
 
     pub fn as_str(self) -> &'static str {
         self.0
@@ -35,6 +39,9 @@ impl CardId {
 
 /// The card templates shipped in `cards/`, used when no directory is configured.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("alert.toml", include_str!("../../cards/alert.toml")),
+    ("alert_history.toml", include_str!("../../cards/alert_history.toml")),
+    ("alerts.toml", include_str!("../../cards/alerts.toml")),
     ("help.toml", include_str!("../../cards/help.toml")),
     ("help_command.toml", include_str!("../../cards/help_command.toml")),
     ("status.toml", include_str!("../../cards/status.toml")),

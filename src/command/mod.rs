@@ -27,11 +27,23 @@ pub enum Builtin {
     Ping,
     Whoami,
     Status,
+    Alerts,
+    Ack,
+    Silence,
+    Alert,
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 4] =
-        [("help", Self::Help), ("ping", Self::Ping), ("whoami", Self::Whoami), ("status", Self::Status)];
+    const ALL: [(&'static str, Builtin); 8] = [
+        ("help", Self::Help),
+        ("ping", Self::Ping),
+        ("whoami", Self::Whoami),
+        ("status", Self::Status),
+        ("alerts", Self::Alerts),
+        ("ack", Self::Ack),
+        ("silence", Self::Silence),
+        ("alert", Self::Alert),
+    ];
 
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, b)| *b)
@@ -148,8 +160,12 @@ const DEFAULT_MAX_LEN: usize = 256;
 
 /// The command files shipped in `commands/`, used when no directory is configured.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    ("ack.toml", include_str!("../../commands/ack.toml")),
+    ("alert.toml", include_str!("../../commands/alert.toml")),
+    ("alerts.toml", include_str!("../../commands/alerts.toml")),
     ("help.toml", include_str!("../../commands/help.toml")),
     ("ping.toml", include_str!("../../commands/ping.toml")),
+    ("silence.toml", include_str!("../../commands/silence.toml")),
     ("status.toml", include_str!("../../commands/status.toml")),
     ("whoami.toml", include_str!("../../commands/whoami.toml")),
 ];

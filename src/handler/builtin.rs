@@ -1,5 +1,5 @@
 //! The built-in commands: `/help`, `/ping`, `/whoami`, `/status`, and the
-//! button actions their cards carry.
+//! button actions their cards carry; alert commands and buttons go to `alerts.rs`.
 
 use minijinja::{Value, context};
 
@@ -28,6 +28,9 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
             let key = CardKey::new(format!("status:{}", ctx.event.id));
             Ok(vec![status_card(ctx, key, CardMode::New, invocation.command.role.clone()).await?])
         }
+        alert @ (Builtin::Alerts | Builtin::Ack | Builtin::Silence | Builtin::Alert) => {
+            super::alerts::invoke(ctx, alert, args).await
+        }
     }
 }
 
@@ -50,6 +53,7 @@ pub async fn press(ctx: &Ctx<'_>, token: &ActionToken) -> Result<Vec<Reply>, Han
         Action::RefreshStatus => {
             Ok(vec![status_card(ctx, stored.card_key, CardMode::Update, stored.grant.role).await?])
         }
+        ref alert => super::alerts::press(ctx, alert).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! the event's span). Handlers return [`Reply`] values and never send; they
 //! reach the outside world only through the [`Store`].
 
+mod alerts;
 mod builtin;
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::store::{Store, StoreError};
 /// Everything handlers may use. Built once in `app.rs`.
 pub struct Bot {
     pub store: Store,
+    /// Present when `[alerts]` is configured.
+    pub alerts: Option<Arc<crate::alert::Alerts>>,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<CommandSet>,
     pub cards: Arc<CardSet>,
@@ -64,6 +67,8 @@ pub enum HandlerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Card(#[from] CardTemplateError),
+    #[error(transparent)]
+    Journal(#[from] crate::pipeline::journal::JournalError),
 }
 
 impl Bot {
@@ -130,7 +135,7 @@ impl Bot {
                 tracing::info!("expired button token");
                 ctx.t(Msg::TokenExpired, &[("at", &crate::clock::format_ms(*expired_at_ms))])
             }
-            HandlerError::Store(_) | HandlerError::Card(_) => {
+            HandlerError::Store(_) | HandlerError::Card(_) | HandlerError::Journal(_) => {
                 tracing::error!(handler = label, error = %error, "handler failed");
                 return self.internal_error(ctx.event);
             }

@@ -16,7 +16,7 @@ use super::journal::Journal;
 use super::lanes::{LaneRx, Lanes};
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::event::{ChatRef, Event, EventId};
+use crate::event::{ChatRef, Event};
 use crate::handler::Bot;
 use crate::reply::{QueuedBody, QueuedReply, Reply, ReplyBody};
 use crate::status::Stats;
@@ -123,7 +123,8 @@ impl Dispatcher {
     }
 }
 
-fn queued(d: NewDelivery, id: i64, now_ms: i64) -> QueuedReply {
+/// An outbox row as it was just written, to hand to the outbox without reading it back.
+pub fn queued(d: NewDelivery, id: i64, now_ms: i64) -> QueuedReply {
     QueuedReply {
         id,
         key: d.key,
@@ -136,10 +137,11 @@ fn queued(d: NewDelivery, id: i64, now_ms: i64) -> QueuedReply {
     }
 }
 
-/// Turns replies into outbox rows with idempotency keys `<event id>#<n>`, and
-/// stores each card button's grant behind a fresh token.
+/// Turns replies into outbox rows with idempotency keys `<prefix>#<n>` (the
+/// prefix is the event id, or what else caused the replies), and stores each
+/// card button's grant behind a fresh token.
 pub fn prepare(
-    event: &EventId,
+    prefix: &dyn std::fmt::Display,
     replies: Vec<Reply>,
     now_ms: i64,
     token_ttl: Duration,
@@ -166,7 +168,7 @@ pub fn prepare(
                 }
             };
             NewDelivery {
-                key: format!("{event}#{idx}"),
+                key: format!("{prefix}#{idx}"),
                 chat: reply.chat,
                 reply_to: reply.reply_to,
                 thread: reply.thread,

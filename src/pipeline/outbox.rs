@@ -206,6 +206,11 @@ impl Outbox {
         if wait_ms > 0 && !self.pause(Duration::from_millis(wait_ms as u64)).await {
             return;
         }
+        if self.superseded(&row).await {
+            metrics::counter!(m::CARD_UPDATES_SUPERSEDED).increment(1);
+            self.record(Write::Sent { id: row.id, post: None }).await;
+            return;
+        }
         let mut attempts = row.attempts;
         let mut throttled = 0u32;
         loop {
@@ -268,6 +273,21 @@ impl Outbox {
             self.record(Write::Retry { id: row.id, attempts, next_attempt_at, error: error.to_string() }).await;
             if !self.pause(delay).await {
                 return;
+            }
+        }
+    }
+
+    /// Whether `row` is a card update that a later update of the same card to
+    /// the same chat replaces whole: under a storm of changes a chat gets the
+    /// latest card (before any rate-limit token is spent), not every step.
+    async fn superseded(&self, row: &QueuedReply) -> bool {
+        let QueuedBody::Card { key, mode: CardMode::Update, .. } = &row.body else { return false };
+        match self.store.card_update_superseded(row.id, key, &row.chat).await {
+            Ok(superseded) => superseded,
+            Err(e) => {
+                // Sending a card that turns out stale is harmless; the next one fixes it.
+                tracing::warn!(outbox_id = row.id, error = %e, "checking for a newer card update failed");
+                false
             }
         }
     }

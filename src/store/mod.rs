@@ -7,6 +7,7 @@
 //! many events per fsync. The store knows domain types and its own row
 //! formats; it does not know platforms' wire formats.
 
+mod alerts;
 mod inbox;
 mod outbox;
 mod tokens;
@@ -14,14 +15,17 @@ mod tokens;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Connection, Executor};
 
+use crate::alert::model::Ingest;
 use crate::event::{ChatRef, Event, EventId, MessageId};
 use crate::reply::CardKey;
 
+pub use alerts::{AlertOp, OpOutcome};
 pub use outbox::NewDelivery;
 pub use tokens::{NewToken, StoredGrant};
 
@@ -65,6 +69,12 @@ pub enum Write {
     Failed { id: i64, attempts: u32, error: String },
     /// A position in a platform's update stream, saved once everything before it is accepted.
     Cursor { name: String, value: i64 },
+    /// A webhook's alerts: deduplicated by fingerprint, grouped, history recorded.
+    AlertIngest(Arc<Ingest>),
+    /// An action on an alert group (ack, silence, resolve).
+    Alert(AlertOp),
+    /// An alert group's card of `version` is queued for its chats (with its button tokens).
+    AlertNotified { group: i64, version: i64, deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +84,9 @@ pub enum Written {
     /// A completion: the outbox id of each delivery, in order; `None` where
     /// the idempotency key was already queued (the event was replayed).
     Enqueued(Vec<Option<i64>>),
+    /// An alert ingest: the groups whose card changed.
+    AlertGroups(Vec<i64>),
+    Alert(OpOutcome),
     Done,
 }
 
@@ -179,6 +192,18 @@ impl Store {
             }
         }
 
+        // Alert writes depend on each other's state: applied one by one, in order.
+        for (i, write) in writes.iter().enumerate() {
+            match write {
+                Write::AlertIngest(ingest) => {
+                    results[i] = Written::AlertGroups(alerts::ingest(&mut tx, ingest, now_ms).await?)
+                }
+                Write::Alert(op) => results[i] = Written::Alert(alerts::apply_op(&mut tx, op, now_ms).await?),
+                Write::AlertNotified { group, version, .. } => alerts::mark_notified(&mut tx, *group, *version).await?,
+                _ => {}
+            }
+        }
+
         let mut done: Vec<&EventId> = Vec::new();
         let mut deliveries: Vec<&NewDelivery> = Vec::new();
         let mut new_tokens: Vec<&NewToken> = Vec::new();
@@ -186,7 +211,11 @@ impl Store {
         let mut posts: Vec<&(CardKey, ChatRef, MessageId)> = Vec::new();
         for write in writes {
             match write {
-                Write::Accept(_) => {}
+                Write::Accept(_) | Write::AlertIngest(_) | Write::Alert(_) => {}
+                Write::AlertNotified { deliveries: d, tokens: t, .. } => {
+                    deliveries.extend(d);
+                    new_tokens.extend(t);
+                }
                 Write::Complete { event, deliveries: d, tokens: t } => {
                     done.push(event);
                     deliveries.extend(d);
@@ -220,7 +249,7 @@ impl Store {
             ids.extend(outbox::insert(&mut tx, chunk, now_ms).await?);
         }
         for (i, write) in writes.iter().enumerate() {
-            if let Write::Complete { deliveries, .. } = write {
+            if let Write::Complete { deliveries, .. } | Write::AlertNotified { deliveries, .. } = write {
                 results[i] = Written::Enqueued(deliveries.iter().map(|d| ids.get(&d.key).copied()).collect());
             }
         }

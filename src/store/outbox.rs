@@ -45,16 +45,17 @@ pub(super) async fn insert(
     now_ms: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
     let sql = format!(
-        "INSERT INTO outbox (idem_key, platform, chat_id, card_key, payload, state, attempts, next_attempt_at, created_at) \
-         VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
-        super::Params::of(conn).tuples(deliveries.len(), 9, 0)
+        "INSERT INTO outbox (idem_key, platform, chat_id, card_key, card_update, payload, state, attempts, \
+         next_attempt_at, created_at) VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
+        super::Params::of(conn).tuples(deliveries.len(), 10, 0)
     );
     let mut query = sqlx::query(&sql);
     for d in deliveries {
-        let (body, card_key) = match &d.body {
-            QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None),
+        let (body, card_key, update) = match &d.body {
+            QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None, false),
             QueuedBody::Card { key, card, mode } => {
-                (BodyRow::Card { card: card.clone(), update: *mode == CardMode::Update }, Some(key.as_str().to_owned()))
+                let update = *mode == CardMode::Update;
+                (BodyRow::Card { card: card.clone(), update }, Some(key.as_str().to_owned()), update)
             }
         };
         let payload = PayloadRow {
@@ -67,6 +68,7 @@ pub(super) async fn insert(
             .bind(d.chat.platform.as_str())
             .bind(d.chat.id.as_str())
             .bind(card_key)
+            .bind(i64::from(update))
             .bind(serde_json::to_string(&payload).expect("outbox rows always serialize"))
             .bind(0_i64)
             .bind(0_i64)
@@ -186,6 +188,22 @@ impl Store {
     }
 
     /// Where card `key` was posted in `chat`, oldest first.
+    /// Whether a later update of the same card to the same chat is waiting:
+    /// then this one need not be sent, since the later one replaces it whole.
+    pub async fn card_update_superseded(&self, id: i64, key: &CardKey, chat: &ChatRef) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM outbox WHERE card_key = $1 AND state = 0 AND card_update = 1 AND platform = $2 \
+             AND chat_id = $3 AND id > $4 LIMIT 1",
+        )
+        .bind(key.as_str())
+        .bind(chat.platform.as_str())
+        .bind(chat.id.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn card_posts(&self, key: &CardKey, chat: &ChatRef) -> Result<Vec<MessageId>, StoreError> {
         let rows = sqlx::query(
             "SELECT message_id FROM card_posts WHERE card_key = $1 AND platform = $2 AND chat_id = $3 ORDER BY posted_at",

@@ -1,8 +1,11 @@
 //! The integration test binary: the real `opsclaw` binary and library
-//! against temp SQLite databases, and PostgreSQL when `OPSCLAW_TEST_PG_URL`
-//! is set. Everything runs on 127.0.0.1; nothing sleeps to wait, every wait
-//! is on a condition with a deadline.
+//! against temp SQLite databases, PostgreSQL when `OPSCLAW_TEST_PG_URL` is
+//! set, and a real Prometheus Alertmanager when `OPSCLAW_TEST_ALERTMANAGER`
+//! names its binary. Everything runs on 127.0.0.1; nothing sleeps to wait,
+//! every wait is on a condition with a deadline.
 
+mod alertmanager;
+mod alerts;
 mod chat;
 mod cli;
 mod crash;

@@ -1,0 +1,219 @@
+//! The `[alerts]` config section: intake sources with their authentication,
+//! the Alertmanager to silence through, and routing rules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::route::{Matcher, Route, TimeWindow};
+use super::source::SourceKind;
+use crate::policy::ChatPattern;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    sources: BTreeMap<String, RawSource>,
+    alertmanager: Option<RawAlertmanager>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    shown_alerts: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    auth: String,
+    token_env: Option<String>,
+    hmac_secret_env: Option<String>,
+    hmac_header: Option<String>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    group_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlertmanager {
+    url: String,
+    token_env: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default, rename = "match")]
+    matchers: Vec<String>,
+    chats: Vec<String>,
+    #[serde(default)]
+    days: Vec<String>,
+    hours: Option<String>,
+    timezone: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_matching: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a webhook proves it comes from the source.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HookAuth {
+    /// Only allowed when the HTTP server listens on loopback.
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// Hex HMAC-SHA256 of the raw body in `header` (optionally prefixed `sha256=`).
+    Hmac { secret: String, header: String },
+}
+
+impl std::fmt::Debug for HookAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Bearer(_) => f.write_str("Bearer(***)"),
+            Self::Hmac { header, .. } => write!(f, "Hmac({header}, ***)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub auth: HookAuth,
+    pub max_body_bytes: usize,
+    /// Labels to group by instead of the source's own group key.
+    pub group_by: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AlertmanagerConfig {
+    pub url: String,
+    pub token: Option<String>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for AlertmanagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerConfig").field("url", &self.url).field("timeout", &self.timeout).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub sources: HashMap<SourceKind, SourceConfig>,
+    pub alertmanager: Option<AlertmanagerConfig>,
+    pub routes: Vec<Route>,
+    /// Alerts listed on a group's card; the rest are counted.
+    pub shown_alerts: usize,
+}
+
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Validates `raw`; every problem goes to `err` with its key below `alerts.`.
+/// `None` when the section is disabled.
+pub fn validate(
+    raw: RawAlerts,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &mut dyn FnMut(String, String),
+) -> Option<AlertsConfig> {
+    if !raw.enabled {
+        return None;
+    }
+    let mut sources = HashMap::new();
+    for (name, source) in raw.sources {
+        let key = format!("alerts.sources.{name}");
+        let kind = match name.as_str() {
+            "alertmanager" => SourceKind::Alertmanager,
+            "grafana" => SourceKind::Grafana,
+            "generic" => SourceKind::Generic,
+            other => {
+                err(key, format!("unknown source `{other}` (alertmanager, grafana, generic)"));
+                continue;
+            }
+        };
+        let mut secret = |field: &str, var: &Option<String>| -> Option<String> {
+            let Some(var) = var else {
+                err(format!("{key}.{field}"), "required for this auth".into());
+                return None;
+            };
+            let value = env(var).filter(|v| !v.is_empty());
+            if value.is_none() {
+                err(format!("{key}.{field}"), format!("environment variable `{var}` is not set"));
+            }
+            value
+        };
+        let auth = match source.auth.as_str() {
+            "none" => HookAuth::None,
+            "bearer" => HookAuth::Bearer(secret("token_env", &source.token_env).unwrap_or_default()),
+            "hmac" => HookAuth::Hmac {
+                secret: secret("hmac_secret_env", &source.hmac_secret_env).unwrap_or_default(),
+                header: source.hmac_header.unwrap_or_else(|| "X-Opsclaw-Signature".into()),
+            },
+            other => {
+                err(format!("{key}.auth"), format!("unknown auth `{other}` (bearer, hmac, none)"));
+                HookAuth::None
+            }
+        };
+        let max_body_bytes = source.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if max_body_bytes == 0 {
+            err(format!("{key}.max_body_bytes"), "must be greater than 0".into());
+        }
+        sources.insert(kind, SourceConfig { auth, max_body_bytes, group_by: source.group_by });
+    }
+    let alertmanager = raw.alertmanager.map(|am| {
+        if !(am.url.starts_with("http://") || am.url.starts_with("https://")) {
+            err("alerts.alertmanager.url".into(), format!("`{}` must be an http:// or https:// URL", am.url));
+        }
+        let token = am.token_env.as_ref().and_then(|var| {
+            let value = env(var).filter(|v| !v.is_empty());
+            if value.is_none() {
+                err("alerts.alertmanager.token_env".into(), format!("environment variable `{var}` is not set"));
+            }
+            value
+        });
+        let timeout = match am.timeout.as_deref().map(humantime::parse_duration) {
+            None => Duration::from_secs(5),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                err("alerts.alertmanager.timeout".into(), format!("not a duration ({e})"));
+                Duration::from_secs(5)
+            }
+        };
+        AlertmanagerConfig { url: am.url, token, timeout }
+    });
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let key = format!("alerts.routes[{i}]");
+        let matchers: Vec<Matcher> = r
+            .matchers
+            .iter()
+            .filter_map(|m| Matcher::parse(m).map_err(|e| err(format!("{key}.match"), e)).ok())
+            .collect();
+        let mut chats = Vec::new();
+        for c in &r.chats {
+            match ChatPattern::parse(c) {
+                Ok(ChatPattern::Exact(chat)) => chats.push(chat),
+                Ok(ChatPattern::AnyOn(_)) => err(format!("{key}.chats"), format!("`{c}`: a route names exact chats")),
+                Err(e) => err(format!("{key}.chats"), e),
+            }
+        }
+        if chats.is_empty() {
+            err(format!("{key}.chats"), "a route needs at least one chat".into());
+        }
+        let window = if r.days.is_empty() && r.hours.is_none() && r.timezone.is_none() {
+            None
+        } else {
+            TimeWindow::parse(&r.days, r.hours.as_deref(), r.timezone.as_deref())
+                .map_err(|e| err(format!("{key}.days/hours/timezone"), e))
+                .ok()
+        };
+        routes.push(Route { matchers, window, chats, continue_matching: r.continue_matching });
+    }
+    let shown_alerts = raw.shown_alerts.unwrap_or(5).clamp(1, 50);
+    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts })
+}

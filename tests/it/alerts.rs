@@ -1,0 +1,222 @@
+//! Alerts end to end: a real Alertmanager posting to the real binary, whose
+//! cards go to two Telegram chats on the fake Bot API; buttons pressed there
+//! ack and silence (in Alertmanager) and update both copies in place.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::alertmanager::RealAlertmanager;
+use super::fake_telegram::{FakeTelegram, Sent, TOKEN};
+use super::harness::{Proc, wait_until, write_config};
+
+const ALICE: i64 = 4242;
+const BOB: i64 = 4343;
+const OPS: i64 = -1001111111111;
+const DB: i64 = -1002222222222;
+const HOOK_TOKEN: &str = "hook-token-for-tests";
+
+/// Forwards what Alertmanager posts to the bot, whose port is only known once
+/// it runs (Alertmanager needs its receiver URL before that).
+#[derive(Clone, Default)]
+struct Relay {
+    target: Arc<Mutex<Option<String>>>,
+}
+
+impl Relay {
+    async fn start(&self) -> String {
+        async fn forward(State(relay): State<Relay>, headers: HeaderMap, body: Bytes) -> StatusCode {
+            let Some(target) = relay.target.lock().unwrap().clone() else { return StatusCode::SERVICE_UNAVAILABLE };
+            let mut request = reqwest::Client::new().post(format!("{target}/hooks/alertmanager")).body(body.to_vec());
+            for name in ["authorization", "content-type"] {
+                if let Some(v) = headers.get(name) {
+                    request = request.header(name, v.to_str().unwrap());
+                }
+            }
+            match request.send().await {
+                Ok(r) => StatusCode::from_u16(r.status().as_u16()).unwrap(),
+                Err(_) => StatusCode::BAD_GATEWAY,
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let app = Router::new().route("/", post(forward)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+}
+
+fn config(fake: &FakeTelegram, alertmanager: &str) -> String {
+    format!(
+        "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info,opsclaw=debug\"\n\
+         [telegram]\napi_url = \"{}\"\ntoken_env = \"TELEGRAM_BOT_TOKEN\"\npoll_timeout = \"2s\"\n\
+         [telegram.limits]\nper_chat_per_second = 50.0\nper_chat_burst = 50\nper_group_per_minute = 600.0\nper_group_burst = 50\n\
+         [access]\nallowed_chats = [\"telegram:*\"]\n\
+         [[principals]]\nname = \"alice\"\nroles = [\"responder\", \"viewer\"]\nids = [\"telegram:{ALICE}\"]\n\
+         [[principals]]\nname = \"bob\"\nroles = [\"responder\", \"viewer\"]\nids = [\"telegram:{BOB}\"]\n\
+         [alerts.sources.alertmanager]\nauth = \"bearer\"\ntoken_env = \"HOOK_TOKEN\"\n\
+         [alerts.sources.generic]\nauth = \"bearer\"\ntoken_env = \"HOOK_TOKEN\"\n\
+         {alertmanager}\n\
+         [[alerts.routes]]\nmatch = ['team=\"db\"']\nchats = [\"telegram:{OPS}\", \"telegram:{DB}\"]\n\
+         [[alerts.routes]]\nchats = [\"telegram:{OPS}\"]\n",
+        fake.url()
+    )
+}
+
+async fn start_bot(dir: &std::path::Path, config: &str) -> (Proc, String) {
+    let path = write_config(dir, config);
+    let mut bot = Proc::spawn_with_env(
+        &["run", "--config", path.to_str().unwrap()],
+        dir,
+        &[("TELEGRAM_BOT_TOKEN", TOKEN), ("HOOK_TOKEN", HOOK_TOKEN)],
+    );
+    let addr = bot.http_addr().await;
+    let url = format!("http://{addr}");
+    let ready = format!("{url}/readyz");
+    wait_until("the bot is ready", || async { reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) }).await;
+    (bot, url)
+}
+
+fn user(id: i64, name: &str) -> Value {
+    FakeTelegram::user(id, name, Some(&name.to_lowercase()))
+}
+
+/// The callback data of the button whose label contains `label`.
+fn button(card: &Sent, label: &str) -> Option<String> {
+    let keyboard = card.reply_markup.as_ref()?;
+    keyboard["inline_keyboard"].as_array()?.iter().flat_map(|row| row.as_array().cloned().unwrap_or_default()).find_map(
+        |b| {
+            b["text"].as_str().filter(|t| t.contains(label))?;
+            b["callback_data"].as_str().map(str::to_owned)
+        },
+    )
+}
+
+async fn press(fake: &FakeTelegram, chat: i64, card: &Sent, label: &str, who: Value, id: &str) {
+    let data = button(card, label).unwrap_or_else(|| panic!("no {label} button on {}", card.text));
+    let message = fake.sent_message_json(chat, card.message_id);
+    fake.push("callback_query", FakeTelegram::callback_query(id, who, message, &data));
+}
+
+async fn card_in(fake: &FakeTelegram, chat: i64, what: &str, test: impl Fn(&Sent) -> bool) -> Sent {
+    wait_until(what, || async { fake.sent(chat).first().is_some_and(&test) }).await;
+    fake.sent(chat).remove(0)
+}
+
+#[tokio::test]
+async fn alertmanager_alerts_become_one_card_per_chat_that_ack_silence_and_resolution_update() {
+    let relay = Relay::default();
+    let relay_url = relay.start().await;
+    let Some(am) = RealAlertmanager::start(&relay_url, Some(HOOK_TOKEN)).await else { return };
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let am_section = format!("[alerts.alertmanager]\nurl = \"{}\"\n", am.url);
+    let (bot, url) = start_bot(dir.path(), &config(&fake, &am_section)).await;
+    *relay.target.lock().unwrap() = Some(url.clone());
+
+    let labels =
+        |instance: &str| json!({"alertname": "DiskFull", "severity": "critical", "team": "db", "instance": instance});
+    am.fire(json!([{"labels": labels("db1"), "annotations": {"summary": "disk 95% full"}}])).await;
+
+    // One card in each routed chat.
+    let first = card_in(&fake, OPS, "the alert card in ops", |c| c.text.contains("DiskFull")).await;
+    card_in(&fake, DB, "the alert card in db", |c| c.text.contains("DiskFull")).await;
+    assert!(first.text.contains("CRITICAL") && first.text.contains("disk 95% full"), "{}", first.text);
+    assert!(button(&first, "Ack").is_some() && button(&first, "Silence 1h").is_some(), "{:?}", first.reply_markup);
+    assert!(button(&first, "Resolve").is_none(), "Alertmanager resolves its own alerts");
+
+    // A second alert of the group: the same card, updated, in both chats.
+    am.fire(json!([
+        {"labels": labels("db1"), "annotations": {"summary": "disk 95% full"}},
+        {"labels": labels("db2"), "annotations": {"summary": "disk 97% full"}},
+    ]))
+    .await;
+    for chat in [OPS, DB] {
+        card_in(&fake, chat, "the card counts two alerts", |c| c.text.contains("2 / 2")).await;
+        assert_eq!(fake.sent(chat).len(), 1, "updated in place, not posted again");
+    }
+
+    // Ack from ops: both copies say who; the Ack button goes away.
+    let card = fake.sent(OPS).remove(0);
+    let stale = fake.sent(DB).remove(0);
+    press(&fake, OPS, &card, "Ack", user(ALICE, "Alice"), "cbq-ack").await;
+    for chat in [OPS, DB] {
+        let acked = card_in(&fake, chat, "the card shows the ack", |c| c.text.contains("Acknowledged by alice")).await;
+        assert!(button(&acked, "Ack").is_none(), "{:?}", acked.reply_markup);
+    }
+    // Bob presses Ack on the copy he still saw: one effect, and he is told who was first.
+    press(&fake, DB, &stale, "Ack", user(BOB, "Bob"), "cbq-ack2").await;
+    wait_until("bob is told", || async {
+        fake.sent(DB).iter().any(|s| s.text.contains("already acknowledged by alice"))
+    })
+    .await;
+    assert!(fake.sent(DB)[0].text.contains("Acknowledged by alice"), "the card still tells the truth");
+
+    let card = fake.sent(DB).remove(0);
+    press(&fake, DB, &card, "Silence 1h", user(BOB, "Bob"), "cbq-s1").await;
+    let silenced = card_in(&fake, DB, "the card shows the silence", |c| c.text.contains("Silenced by bob")).await;
+    assert!(button(&silenced, "Unsilence").is_some() && button(&silenced, "Silence 1h").is_none());
+
+    // The silences are in Alertmanager: one per firing alert, exact matchers from its labels.
+    let silences = am.silences().await;
+    let active: Vec<&Value> =
+        silences.as_array().unwrap().iter().filter(|s| s["status"]["state"] == "active").collect();
+    assert_eq!(active.len(), 2, "{silences:#}");
+    for s in &active {
+        assert_eq!(s["createdBy"], "bob");
+        assert!(s["comment"].as_str().unwrap().contains(&format!("telegram:{DB}")), "{s}");
+        let matchers = s["matchers"].as_array().unwrap();
+        assert_eq!(matchers.len(), 4, "{s}");
+        assert!(matchers.iter().all(|m| m["isEqual"] == true && m["isRegex"] == false), "{s}");
+        assert!(matchers.iter().any(|m| m["name"] == "instance"), "{s}");
+    }
+    wait_until("Alertmanager marks both alerts suppressed", || async {
+        let alerts = am.alerts().await;
+        alerts.as_array().unwrap().iter().filter(|a| a["status"]["state"] == "suppressed").count() == 2
+    })
+    .await;
+
+    // Unsilence expires them; then the alerts resolve and the card turns green.
+    let card = fake.sent(OPS).remove(0);
+    press(&fake, OPS, &card, "Unsilence", user(ALICE, "Alice"), "cbq-un").await;
+    card_in(&fake, OPS, "the silence is gone from the card", |c| !c.text.contains("Silenced by")).await;
+    wait_until("the silences are expired", || async {
+        am.silences().await.as_array().unwrap().iter().all(|s| s["status"]["state"] == "expired")
+    })
+    .await;
+    let past = "2020-01-01T00:00:00Z";
+    am.fire(json!([
+        {"labels": labels("db1"), "startsAt": "2019-12-31T00:00:00Z", "endsAt": past},
+        {"labels": labels("db2"), "startsAt": "2019-12-31T00:00:00Z", "endsAt": past},
+    ]))
+    .await;
+    for chat in [OPS, DB] {
+        let resolved = card_in(&fake, chat, "the card is resolved", |c| c.text.contains("RESOLVED")).await;
+        assert!(button(&resolved, "Ack").is_none() && button(&resolved, "Silence").is_none());
+        let cards = fake.sent(chat).iter().filter(|s| s.text.contains("DiskFull")).count();
+        assert_eq!(cards, 1, "one card per chat from start to end");
+    }
+
+    // `/alert 1` shows the history: every step with its time.
+    fake.push(
+        "message",
+        FakeTelegram::text_message(
+            1,
+            FakeTelegram::group_chat(OPS, "ops", true, false),
+            user(ALICE, "Alice"),
+            "/alert 1",
+            None,
+        ),
+    );
+    wait_until("the history card", || async { fake.sent(OPS).iter().any(|s| s.text.contains("History of #1")) }).await;
+    let history = fake.sent(OPS).into_iter().find(|s| s.text.contains("History of #1")).unwrap();
+    for step in ["firing", "acked", "silenced", "unsilenced", "resolved"] {
+        assert!(history.text.contains(step), "{step} missing from {}", history.text);
+    }
+    assert!(bot.terminate().await.success());
+}

@@ -157,6 +157,7 @@ pub async fn start(
             };
             let (notify, notify_rx) = notify::channel();
             let notifier = Notifier {
+                renders: Default::default(),
                 store: store.clone(),
                 journal: journal.clone(),
                 outbox: outbox.clone(),

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::route::{Matcher, Route, TimeWindow};
 use super::source::SourceKind;
 use crate::policy::ChatPattern;
+use crate::store::StormLimit;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,15 @@ pub struct RawAlerts {
     #[serde(default)]
     routes: Vec<RawRoute>,
     shown_alerts: Option<usize>,
+    #[serde(default)]
+    storm: RawStorm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorm {
+    max_cards_per_chat: Option<i64>,
+    window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +120,8 @@ pub struct AlertsConfig {
     pub routes: Vec<Route>,
     /// Alerts listed on a group's card; the rest are counted.
     pub shown_alerts: usize,
+    /// New group cards a chat gets per window; more groups go to its digest card.
+    pub storm: StormLimit,
 }
 
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -215,5 +227,22 @@ pub fn validate(
         routes.push(Route { matchers, window, chats, continue_matching: r.continue_matching });
     }
     let shown_alerts = raw.shown_alerts.unwrap_or(5).clamp(1, 50);
-    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts })
+    let max_cards = raw.storm.max_cards_per_chat.unwrap_or(10);
+    if max_cards < 1 {
+        err("alerts.storm.max_cards_per_chat".into(), "must be at least 1".into());
+    }
+    let window = match raw.storm.window.as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(60),
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            err("alerts.storm.window".into(), "must be longer than 0s".into());
+            Duration::from_secs(60)
+        }
+        Some(Err(e)) => {
+            err("alerts.storm.window".into(), format!("not a duration ({e})"));
+            Duration::from_secs(60)
+        }
+    };
+    let storm = StormLimit { max_cards, window_ms: window.as_millis() as i64 };
+    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts, storm })
 }

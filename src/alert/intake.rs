@@ -1,4 +1,4 @@
-//! `POST /hooks/{alertmanager,grafana,generic}`: authenticate, size-check,
+//! `POST /hooks/{alertmanager,grafana,generic}`: size-check, authenticate,
 //! parse, store, then answer. Every refusal is a 4xx with the reason in a
 //! JSON body and one log line; a 200 means the alerts are durable. A 500
 //! (the store failed) makes Alertmanager and Grafana retry.
@@ -49,12 +49,12 @@ async fn receive(
     let Some(config) = alerts.config.sources.get(&kind) else {
         return refuse(StatusCode::NOT_FOUND, &name, "this source is not enabled in [alerts.sources]");
     };
-    if let Err(reason) = authenticate(&config.auth, &headers, &body) {
-        return refuse(StatusCode::UNAUTHORIZED, &name, reason);
-    }
     if body.len() > config.max_body_bytes {
         let reason = format!("body of {} bytes is over this source's limit of {}", body.len(), config.max_body_bytes);
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, &name, &reason);
+    }
+    if let Err(reason) = authenticate(&config.auth, &headers, &body) {
+        return refuse(StatusCode::UNAUTHORIZED, &name, reason);
     }
     let batch = match source::parse(kind, &body) {
         Ok(batch) => batch,

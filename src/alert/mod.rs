@@ -41,9 +41,7 @@ impl Alerts {
             Written::AlertGroups(groups) => groups,
             other => unreachable!("an alert ingest is answered with its groups, not {other:?}"),
         };
-        for group in &groups {
-            self.notify.changed(*group);
-        }
+        self.notify.changed(groups.clone());
         Ok(groups)
     }
 
@@ -63,7 +61,7 @@ impl Alerts {
             other => unreachable!("an alert op is answered with its outcome, not {other:?}"),
         };
         if outcome == OpOutcome::Done {
-            self.notify.changed(group);
+            self.notify.changed(vec![group]);
         }
         Ok(outcome)
     }

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -17,41 +18,49 @@ use tokio_util::sync::CancellationToken;
 
 use super::card::{self, ButtonRoles};
 use super::config::AlertsConfig;
-use super::model::GroupView;
+use super::model::{GroupView, Severity};
 use super::route;
-use crate::card::CardSet;
-use crate::clock::Clock;
+use crate::card::{CardId, CardSet};
+use crate::clock::{Clock, format_ms};
+use crate::event::ChatRef;
 use crate::i18n::LocaleRules;
 use crate::pipeline::dispatch::{prepare, queued};
-use crate::pipeline::journal::Journal;
+use crate::pipeline::journal::{Journal, JournalError};
 use crate::pipeline::outbox::Outbox;
-use crate::reply::{CardMode, Reply, ReplyBody};
-use crate::store::{Store, StoreError, Write, Written};
+use crate::reply::{CardKey, CardMode, Reply, ReplyBody};
+use crate::store::{NewDelivery, Store, StoreError, Write, Written};
+use minijinja::{Value, context};
 
 /// How often dirty groups are looked for, besides being told.
 const SCAN_EVERY: Duration = Duration::from_secs(2);
 /// Alert cards live as long as incidents do; their buttons should too.
 const TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-/// Tells the notifier a group changed. Never blocks: when the queue is full
-/// the group is still dirty in the store and the next scan finds it.
+/// Tells the notifier groups changed. Never blocks: when the queue is full
+/// the groups are still dirty in the store and the next scan finds them.
 #[derive(Debug, Clone)]
 pub struct NotifyHandle {
-    tx: mpsc::Sender<i64>,
+    tx: mpsc::Sender<Vec<i64>>,
 }
 
 impl NotifyHandle {
-    pub fn changed(&self, group: i64) {
-        let _ = self.tx.try_send(group);
+    /// The groups of one change arrive together, so the notifier orders them
+    /// by urgency before any of them takes a chat's card budget.
+    pub fn changed(&self, groups: Vec<i64>) {
+        if !groups.is_empty() {
+            let _ = self.tx.try_send(groups);
+        }
     }
 }
 
-pub fn channel() -> (NotifyHandle, mpsc::Receiver<i64>) {
-    let (tx, rx) = mpsc::channel(4096);
+pub fn channel() -> (NotifyHandle, mpsc::Receiver<Vec<i64>>) {
+    let (tx, rx) = mpsc::channel(1024);
     (NotifyHandle { tx }, rx)
 }
 
 pub struct Notifier {
+    /// Numbers digest renders, so each gets its own idempotency key.
+    pub renders: AtomicU64,
     pub store: Store,
     pub journal: Journal,
     pub outbox: Arc<Outbox>,
@@ -64,21 +73,21 @@ pub struct Notifier {
 
 impl Notifier {
     /// Runs until `stop`. Starts with a scan, so groups left dirty by the last run go first.
-    pub async fn run(self, mut rx: mpsc::Receiver<i64>, stop: CancellationToken) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Vec<i64>>, stop: CancellationToken) {
         let mut scan = tokio::time::interval(SCAN_EVERY);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut pending = BTreeSet::new();
             tokio::select! {
-                Some(id) = rx.recv() => { pending.insert(id); }
+                Some(ids) = rx.recv() => pending.extend(ids),
                 _ = scan.tick() => match self.store.dirty_alert_groups(10_000).await {
                     Ok(ids) => pending.extend(ids),
                     Err(e) => tracing::warn!(error = %e, "looking for alert groups to notify failed"),
                 },
                 () = stop.cancelled() => return,
             }
-            while let Ok(id) = rx.try_recv() {
-                pending.insert(id);
+            while let Ok(ids) = rx.try_recv() {
+                pending.extend(ids);
             }
             if let Err(e) = self.notify_all(pending).await {
                 // The groups stay dirty; the next scan retries them.
@@ -96,13 +105,69 @@ impl Notifier {
             }
         }
         groups.sort_by_key(|g| (std::cmp::Reverse(g.firing), std::cmp::Reverse(g.severity), g.id));
+        let mut digests = BTreeSet::new();
         for group in groups {
-            self.notify(&group).await?;
+            digests.extend(self.notify(&group).await?);
+        }
+        // Each digest touched by this batch is rendered once, after its groups changed.
+        for (chat, digest) in digests {
+            self.notify_digest(chat, digest).await?;
         }
         Ok(())
     }
 
-    async fn notify(&self, group: &GroupView) -> Result<(), StoreError> {
+    /// Re-renders the storm digest `digest` of `chat`.
+    async fn notify_digest(&self, chat: ChatRef, digest: i64) -> Result<(), StoreError> {
+        const LISTED: i64 = 40;
+        let now = self.clock.now_ms();
+        let (groups, total) = self.store.digest_groups(digest, LISTED).await?;
+        let listed: Vec<Value> = groups.iter().map(|g| card::values(g, &[], now)).collect();
+        let values = context! {
+            total => total,
+            hidden => (total - groups.len() as i64).max(0),
+            firing => groups.iter().filter(|g| g.firing).count(),
+            critical => groups.iter().any(|g| g.firing && g.severity == Severity::Critical),
+            updated => format_ms(now),
+            groups => listed,
+        };
+        let locale = self.locales.for_chat(&chat);
+        let card = match self.cards.render(CardId::ALERT_DIGEST, locale, &values, Vec::new()) {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::error!(digest, error = %e, "rendering an alert digest failed");
+                return Ok(());
+            }
+        };
+        let key = CardKey::new(format!("alert-digest:{digest}"));
+        let reply =
+            Reply { chat, reply_to: None, thread: None, body: ReplyBody::Card { key, card, mode: CardMode::Update } };
+        // Renders of one digest differ by time; the outbox sends only the latest waiting one.
+        let prefix = format!("alert-digest:{digest}:{now}:{}", self.renders.fetch_add(1, Ordering::Relaxed));
+        let (deliveries, tokens) = prepare(&prefix, vec![reply], now, TOKEN_TTL);
+        self.enqueue(Write::Enqueue { deliveries: deliveries.clone(), tokens }, deliveries, now).await
+    }
+
+    async fn enqueue(&self, write: Write, deliveries: Vec<NewDelivery>, now: i64) -> Result<(), StoreError> {
+        match self.journal.write(write).await {
+            Ok(Written::Enqueued(ids)) => {
+                let rows = deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
+                self.outbox.hand_off(rows).await;
+                Ok(())
+            }
+            Ok(other) => {
+                tracing::error!(?other, "queued alert cards were answered as something else");
+                Ok(())
+            }
+            Err(JournalError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "the journal stopped; alert cards stay to be queued");
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues `group`'s card where it has its own card; returns the digests it is folded into.
+    async fn notify(&self, group: &GroupView) -> Result<Vec<(ChatRef, i64)>, StoreError> {
         let now = self.clock.now_ms();
         let alerts = self.store.group_alerts(group.id, self.config.shown_alerts as i64).await?;
         // Route on what the group's most urgent alert says about itself.
@@ -114,9 +179,24 @@ impl Notifier {
         if chats.is_empty() {
             tracing::info!(group = group.id, key = %group.key, "no route matches this alert group; stored only");
         }
+        let placements =
+            match self.journal.write(Write::AlertPlace { group: group.id, chats, storm: self.config.storm }).await {
+                Ok(Written::Placements(placements)) => placements,
+                Ok(other) => unreachable!("a placement is answered with placements, not {other:?}"),
+                Err(JournalError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the journal stopped; alert group stays dirty");
+                    return Ok(Vec::new());
+                }
+            };
+        let mut digests = Vec::new();
         let key = card::key(group.id);
-        let mut replies = Vec::with_capacity(chats.len());
-        for chat in chats {
+        let mut replies = Vec::with_capacity(placements.len());
+        for (chat, digest) in placements {
+            if let Some(digest) = digest {
+                digests.push((chat, digest));
+                continue;
+            }
             let locale = self.locales.for_chat(&chat);
             let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, now) {
                 Ok(card) => card,
@@ -136,21 +216,7 @@ impl Notifier {
         let (deliveries, tokens) = prepare(&prefix, replies, now, TOKEN_TTL);
         let write =
             Write::AlertNotified { group: group.id, version: group.version, deliveries: deliveries.clone(), tokens };
-        match self.journal.write(write).await {
-            Ok(Written::Enqueued(ids)) => {
-                let rows = deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
-                self.outbox.hand_off(rows).await;
-                Ok(())
-            }
-            Ok(other) => {
-                tracing::error!(?other, "an alert notification was answered as something else");
-                Ok(())
-            }
-            Err(crate::pipeline::journal::JournalError::Store(e)) => Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "the journal stopped; alert group stays dirty");
-                Ok(())
-            }
-        }
+        self.enqueue(write, deliveries, now).await?;
+        Ok(digests)
     }
 }

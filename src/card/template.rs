@@ -28,6 +28,7 @@ impl CardId {
     pub const ALERT: CardId = CardId("alert");
     pub const ALERTS: CardId = CardId("alerts");
     pub const ALERT_HISTORY: CardId = CardId("alert_history");
+    pub const ALERT_DIGEST: CardId = CardId("alert_digest");
     /// Templates the built-in handlers render; a template set without them is refused.
     pub const REQUIRED: [CardId; 7] =
         [Self::HELP, Self::HELP_COMMAND, Self::STATUS, Self::WHOAMI, Self::ALERT, Self::ALERTS, Self::ALERT_HISTORY];
@@ -40,6 +41,7 @@ impl CardId {
 /// The card templates shipped in `cards/`, used when no directory is configured.
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("alert.toml", include_str!("../../cards/alert.toml")),
+    ("alert_digest.toml", include_str!("../../cards/alert_digest.toml")),
     ("alert_history.toml", include_str!("../../cards/alert_history.toml")),
     ("alerts.toml", include_str!("../../cards/alerts.toml")),
     ("help.toml", include_str!("../../cards/help.toml")),

@@ -461,6 +461,98 @@ async fn exists(conn: &mut AnyConnection, group: i64) -> Result<OpOutcome, Store
     Ok(if row.is_some() { OpOutcome::Unchanged } else { OpOutcome::NotFound })
 }
 
+/// How many new group cards a chat gets per window before groups are folded into its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormLimit {
+    pub max_cards: i64,
+    pub window_ms: i64,
+}
+
+/// Where `group` is shown in each of `chats`, decided once per chat: its own
+/// card while the chat has had fewer than `max_cards` new cards in the
+/// window, else the chat's current digest (one that took a group within the
+/// window), or a new digest. Later updates keep the placement.
+pub(super) async fn place(
+    conn: &mut AnyConnection,
+    group: i64,
+    chats: &[crate::event::ChatRef],
+    storm: StormLimit,
+    now_ms: i64,
+) -> Result<Vec<(crate::event::ChatRef, Option<i64>)>, StoreError> {
+    let since = now_ms - storm.window_ms;
+    let mut out = Vec::with_capacity(chats.len());
+    for chat in chats {
+        let (platform, chat_id) = (chat.platform.as_str(), chat.id.as_str());
+        let placed = sqlx::query(
+            "SELECT digest_id FROM alert_placements WHERE group_id = $1 AND platform = $2 AND chat_id = $3",
+        )
+        .bind(group)
+        .bind(platform)
+        .bind(chat_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = placed {
+            out.push((chat.clone(), row.try_get::<Option<i64>, _>("digest_id")?));
+            continue;
+        }
+        let recent: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM alert_placements WHERE platform = $1 AND chat_id = $2 \
+             AND digest_id IS NULL AND placed_at > $3",
+        )
+        .bind(platform)
+        .bind(chat_id)
+        .bind(since)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+        let digest = if recent < storm.max_cards {
+            None
+        } else {
+            let current = sqlx::query(
+                "SELECT id FROM alert_digests WHERE platform = $1 AND chat_id = $2 AND updated_at > $3 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(platform)
+            .bind(chat_id)
+            .bind(since)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let id: i64 = match current {
+                Some(row) => row.try_get("id")?,
+                None => sqlx::query(
+                    "INSERT INTO alert_digests (platform, chat_id, opened_at, updated_at) VALUES ($1, $2, $3, $3) \
+                     RETURNING id",
+                )
+                .bind(platform)
+                .bind(chat_id)
+                .bind(now_ms)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("id")?,
+            };
+            sqlx::query("UPDATE alert_digests SET updated_at = $1 WHERE id = $2")
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Some(id)
+        };
+        sqlx::query(
+            "INSERT INTO alert_placements (group_id, platform, chat_id, digest_id, placed_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(group)
+        .bind(platform)
+        .bind(chat_id)
+        .bind(digest)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+        out.push((chat.clone(), digest));
+    }
+    Ok(out)
+}
+
 /// Marks `group`'s card of `version` as queued; a newer version stays dirty.
 pub(super) async fn mark_notified(conn: &mut AnyConnection, group: i64, version: i64) -> Result<(), StoreError> {
     sqlx::query("UPDATE alert_groups SET dirty = 0 WHERE id = $1 AND version = $2")
@@ -556,6 +648,27 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         entries.reverse();
         Ok(entries)
+    }
+
+    /// The groups folded into `digest`, firing first, most severe first; and how many there are.
+    pub async fn digest_groups(&self, digest: i64, limit: i64) -> Result<(Vec<GroupView>, i64), StoreError> {
+        let columns = GROUP_COLUMNS.split(", ").map(|c| format!("g.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM alert_groups g JOIN alert_placements p ON p.group_id = g.id WHERE p.digest_id = $1 \
+             ORDER BY CASE g.state WHEN 'firing' THEN 0 ELSE 1 END, \
+             CASE g.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 WHEN 'info' THEN 2 ELSE 3 END, g.id LIMIT $2"
+        ))
+        .bind(digest)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let groups = rows.iter().map(decode_group).collect::<Result<Vec<_>, _>>()?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM alert_placements WHERE digest_id = $1")
+            .bind(digest)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((groups, n))
     }
 
     pub async fn count_alerts(&self) -> Result<i64, StoreError> {

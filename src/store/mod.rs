@@ -25,7 +25,7 @@ use crate::alert::model::Ingest;
 use crate::event::{ChatRef, Event, EventId, MessageId};
 use crate::reply::CardKey;
 
-pub use alerts::{AlertOp, OpOutcome};
+pub use alerts::{AlertOp, OpOutcome, StormLimit};
 pub use outbox::NewDelivery;
 pub use tokens::{NewToken, StoredGrant};
 
@@ -75,6 +75,11 @@ pub enum Write {
     Alert(AlertOp),
     /// An alert group's card of `version` is queued for its chats (with its button tokens).
     AlertNotified { group: i64, version: i64, deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
+    /// Decides, once per group and chat, whether the group gets its own card there
+    /// or joins the chat's storm digest.
+    AlertPlace { group: i64, chats: Vec<ChatRef>, storm: StormLimit },
+    /// Replies not caused by an event (storm digests), queued with their tokens.
+    Enqueue { deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +91,8 @@ pub enum Written {
     Enqueued(Vec<Option<i64>>),
     /// An alert ingest: the groups whose card changed.
     AlertGroups(Vec<i64>),
+    /// Where a group is shown in each chat: its own card (`None`) or a digest.
+    Placements(Vec<(ChatRef, Option<i64>)>),
     Alert(OpOutcome),
     Done,
 }
@@ -200,6 +207,9 @@ impl Store {
                 }
                 Write::Alert(op) => results[i] = Written::Alert(alerts::apply_op(&mut tx, op, now_ms).await?),
                 Write::AlertNotified { group, version, .. } => alerts::mark_notified(&mut tx, *group, *version).await?,
+                Write::AlertPlace { group, chats, storm } => {
+                    results[i] = Written::Placements(alerts::place(&mut tx, *group, chats, *storm, now_ms).await?)
+                }
                 _ => {}
             }
         }
@@ -211,8 +221,8 @@ impl Store {
         let mut posts: Vec<&(CardKey, ChatRef, MessageId)> = Vec::new();
         for write in writes {
             match write {
-                Write::Accept(_) | Write::AlertIngest(_) | Write::Alert(_) => {}
-                Write::AlertNotified { deliveries: d, tokens: t, .. } => {
+                Write::Accept(_) | Write::AlertIngest(_) | Write::Alert(_) | Write::AlertPlace { .. } => {}
+                Write::AlertNotified { deliveries: d, tokens: t, .. } | Write::Enqueue { deliveries: d, tokens: t } => {
                     deliveries.extend(d);
                     new_tokens.extend(t);
                 }
@@ -249,7 +259,10 @@ impl Store {
             ids.extend(outbox::insert(&mut tx, chunk, now_ms).await?);
         }
         for (i, write) in writes.iter().enumerate() {
-            if let Write::Complete { deliveries, .. } | Write::AlertNotified { deliveries, .. } = write {
+            if let Write::Complete { deliveries, .. }
+            | Write::AlertNotified { deliveries, .. }
+            | Write::Enqueue { deliveries, .. } = write
+            {
                 results[i] = Written::Enqueued(deliveries.iter().map(|d| ids.get(&d.key).copied()).collect());
             }
         }

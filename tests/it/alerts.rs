@@ -220,3 +220,142 @@ async fn alertmanager_alerts_become_one_card_per_chat_that_ack_silence_and_resol
     }
     assert!(bot.terminate().await.success());
 }
+
+#[tokio::test]
+async fn a_storm_of_10000_alerts_in_50_groups_gives_ten_cards_and_one_digest_and_stores_everything() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let storm = "[alerts.storm]\nmax_cards_per_chat = 10\nwindow = \"10m\"\n";
+    let (bot, url) = start_bot(dir.path(), &config(&fake, storm)).await;
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        let request = client.post(format!("{url}/hooks/generic")).bearer_auth(HOOK_TOKEN).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+    // Groups 45..50 are critical, and they arrive last in the first webhook:
+    // the critical ones still get cards before the chat's budget is spent.
+    let alert = |group: usize, n: usize| {
+        let severity = if group >= 45 { "critical" } else { "warning" };
+        json!({"labels": {"alertname": format!("Storm{group:02}"), "severity": severity, "team": "web", "instance": format!("host-{n}")}})
+    };
+    post(json!({"alerts": (0..50).map(|g| alert(g, 0)).collect::<Vec<_>>()})).await;
+    for batch in 0..20 {
+        let alerts: Vec<Value> =
+            (0..500).map(|i| batch * 500 + i).filter(|&i| i >= 50).map(|i| alert(i % 50, i)).collect();
+        post(json!({"alerts": alerts})).await;
+    }
+
+    wait_until("the digest lists the other 40 groups", || async {
+        fake.sent(OPS).iter().any(|s| s.text.contains("Alert storm: 40 more groups"))
+    })
+    .await;
+    let sent = fake.sent(OPS);
+    let cards: Vec<&Sent> =
+        sent.iter().filter(|s| s.text.contains("Storm") && !s.text.contains("Alert storm")).collect();
+    let digests = sent.iter().filter(|s| s.text.contains("Alert storm")).count();
+    assert_eq!((cards.len(), digests), (10, 1), "{:#?}", sent.iter().map(|s| &s.text).collect::<Vec<_>>());
+    for group in 45..50 {
+        assert!(
+            cards.iter().any(|c| c.text.contains(&format!("Storm{group}"))),
+            "critical Storm{group} has its own card"
+        );
+    }
+    assert!(bot.terminate().await.success());
+
+    let store = opsclaw::store::Store::connect(&format!("sqlite://{}", dir.path().join("data/opsclaw.db").display()))
+        .await
+        .unwrap();
+    assert_eq!(store.count_alerts().await.unwrap(), 10_000, "every alert is stored");
+}
+
+#[tokio::test]
+async fn bad_webhooks_get_a_status_and_reason_and_change_nothing() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grafana = "[alerts.sources.grafana]\nauth = \"hmac\"\nhmac_secret_env = \"HOOK_TOKEN\"\n\
+                   hmac_header = \"X-Grafana-Alerting-Signature\"\nmax_body_bytes = 2000\n";
+    let (bot, url) = start_bot(dir.path(), &config(&fake, grafana)).await;
+    let client = reqwest::Client::new();
+    let send = |source: &str, token: Option<&str>, body: String| {
+        let mut request = client.post(format!("{url}/hooks/{source}")).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let good = json!({"alerts": [{"labels": {"alertname": "Good", "team": "db"}}]}).to_string();
+    let cases = [
+        ("generic", Some("wrong"), good.clone(), 401, "bearer token"),
+        ("generic", None, good.clone(), 401, "bearer token"),
+        ("nagios", Some(HOOK_TOKEN), good.clone(), 404, "unknown alert source"),
+        ("generic", Some(HOOK_TOKEN), "{not json".into(), 400, "not JSON"),
+        ("generic", Some(HOOK_TOKEN), json!({"alerts": []}).to_string(), 400, "no alerts"),
+        (
+            "generic",
+            Some(HOOK_TOKEN),
+            json!({"alerts": [{"labels": {"alertname": "X"}, "sevrity": "high"}]}).to_string(),
+            400,
+            "sevrity",
+        ),
+        // One good alert and one without a name: nothing of the body is applied.
+        (
+            "generic",
+            Some(HOOK_TOKEN),
+            json!({"alerts": [{"labels": {"alertname": "Good"}}, {"labels": {"team": "db"}}]}).to_string(),
+            400,
+            "alerts[1]",
+        ),
+        ("alertmanager", Some(HOOK_TOKEN), json!({"version": "3", "alerts": []}).to_string(), 400, "version"),
+        ("grafana", None, "x".repeat(3000), 413, "limit"),
+        ("grafana", None, good.clone(), 401, "signature"),
+    ];
+    for (source, token, body, status, reason) in cases {
+        let (got, text) = send(source, token, body).await;
+        assert_eq!(got, status, "{source}: {text}");
+        assert!(text.contains(reason), "{source} {status}: {text:?} should say {reason:?}");
+    }
+    // The bot is fine and nothing was stored or posted.
+    let (status, text) = send("generic", Some(HOOK_TOKEN), good.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _) = send("generic", Some(HOOK_TOKEN), good).await;
+    assert_eq!(status, 200);
+    card_in(&fake, OPS, "the good alert's card", |c| c.text.contains("Good")).await;
+    assert!(bot.terminate().await.success());
+    assert_eq!(fake.sent(OPS).len(), 1, "the same alert twice is one card: {:?}", fake.sent(OPS));
+    let store = opsclaw::store::Store::connect(&format!("sqlite://{}", dir.path().join("data/opsclaw.db").display()))
+        .await
+        .unwrap();
+    assert_eq!(store.count_alerts().await.unwrap(), 1, "only the good alert is stored");
+}
+
+#[tokio::test]
+async fn a_generic_alert_is_resolved_from_its_card_and_people_without_the_role_are_told() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bot, url) = start_bot(dir.path(), &config(&fake, "")).await;
+    let body = json!({"alerts": [{"labels": {"alertname": "QueueStuck", "severity": "warning"}}]});
+    let response = reqwest::Client::new()
+        .post(format!("{url}/hooks/generic"))
+        .bearer_auth(HOOK_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let card = card_in(&fake, OPS, "the card", |c| c.text.contains("QueueStuck")).await;
+    // Mallory has no role: she is told which role she lacks, and nothing changes.
+    press(&fake, OPS, &card, "Resolve", user(9999, "Mallory"), "cbq-m").await;
+    wait_until("mallory is told", || async { fake.sent(OPS).iter().any(|s| s.text.contains("responder")) }).await;
+    assert!(!fake.sent(OPS)[0].text.contains("RESOLVED"));
+    press(&fake, OPS, &card, "Resolve", user(ALICE, "Alice"), "cbq-r").await;
+    let resolved = card_in(&fake, OPS, "the card is resolved", |c| c.text.contains("Resolved by alice")).await;
+    assert!(resolved.text.contains("RESOLVED") && button(&resolved, "Ack").is_none());
+    assert!(bot.terminate().await.success());
+}

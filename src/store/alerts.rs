@@ -335,7 +335,7 @@ pub(super) async fn apply_op(conn: &mut AnyConnection, op: &AlertOp, now_ms: i64
                 group_event(conn, *group, "acked", by, None, now_ms).await?;
                 return Ok(OpOutcome::Done);
             }
-            refusal(conn, *group, "acked_by", "acked_at").await
+            refusal(conn, *group, "acked_by", "acked_at", true).await
         }
         AlertOp::SilenceClaim { group, by, until_ms } => {
             let done = sqlx::query(
@@ -349,7 +349,11 @@ pub(super) async fn apply_op(conn: &mut AnyConnection, op: &AlertOp, now_ms: i64
             .execute(&mut *conn)
             .await?
             .rows_affected();
-            if done == 1 { Ok(OpOutcome::Done) } else { refusal(conn, *group, "silenced_by", "silenced_at").await }
+            if done == 1 {
+                Ok(OpOutcome::Done)
+            } else {
+                refusal(conn, *group, "silenced_by", "silenced_at", false).await
+            }
         }
         AlertOp::SilenceDone { group, by, ids } => {
             let row = sqlx::query(&format!(
@@ -441,16 +445,25 @@ pub(super) async fn apply_op(conn: &mut AnyConnection, op: &AlertOp, now_ms: i64
     }
 }
 
-/// Why a conditional update changed nothing: gone, resolved, or someone was first.
-async fn refusal(conn: &mut AnyConnection, group: i64, by_col: &str, at_col: &str) -> Result<OpOutcome, StoreError> {
+/// Why a conditional update changed nothing: gone, resolved (when that
+/// stops the op, as for an ack), or someone was first.
+async fn refusal(
+    conn: &mut AnyConnection,
+    group: i64,
+    by_col: &str,
+    at_col: &str,
+    resolved_refuses: bool,
+) -> Result<OpOutcome, StoreError> {
     let row = sqlx::query(&format!("SELECT state, {by_col} AS who, {at_col} AS at FROM alert_groups WHERE id = $1"))
         .bind(group)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(OpOutcome::NotFound) };
+    let resolved = row.try_get::<String, _>("state")? == "resolved";
     match (row.try_get::<Option<String>, _>("who")?, row.try_get::<Option<i64>, _>("at")?) {
+        _ if resolved && resolved_refuses => Ok(OpOutcome::Resolved),
         (Some(by), Some(at_ms)) => Ok(OpOutcome::Already { by, at_ms }),
-        _ if row.try_get::<String, _>("state")? == "resolved" => Ok(OpOutcome::Resolved),
+        _ if resolved => Ok(OpOutcome::Resolved),
         _ => Ok(OpOutcome::NotFound),
     }
 }

@@ -4,6 +4,7 @@
 //! names its binary. Everything runs on 127.0.0.1; nothing sleeps to wait,
 //! every wait is on a condition with a deadline.
 
+mod alert_store;
 mod alertmanager;
 mod alerts;
 mod chat;

@@ -481,6 +481,9 @@ async fn housekeeping(store: Store, clock: Clock, p: crate::config::PipelineConf
                 metrics::gauge!(m::OUTBOX_DEPTH).set(outbox as f64);
                 metrics::gauge!(m::INBOX_PENDING).set(inbox as f64);
             }
+            if let Ok(firing) = store.count_firing_alert_groups().await {
+                metrics::gauge!(m::ALERT_GROUPS_FIRING).set(firing as f64);
+            }
         }
         // Starting with the first tick.
         if n_ticks % CLEANUP_TICKS == 0 {

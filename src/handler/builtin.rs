@@ -159,6 +159,10 @@ async fn status_card(
         queued => (bot.stats.in_flight() - 1).max(0),
         inbox_pending => (bot.store.inbox_pending_count().await? - 1).max(0),
         outbox_pending => bot.store.outbox_pending_count().await?,
+        alerts_firing => match bot.alerts {
+            Some(_) => Some(bot.store.count_firing_alert_groups().await?),
+            None => None,
+        },
     };
     let grants = vec![("refresh", Grant::new(Action::RefreshStatus, role))];
     let card = bot.cards.render(CardId::STATUS, ctx.locale, &values, grants)?;

@@ -118,54 +118,23 @@ async fn ingest_group(
 
     // A webhook may name one alert twice; the last mention wins.
     let mut alerts: Vec<&IncomingAlert> = Vec::with_capacity(group.alerts.len());
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(group.alerts.len());
     for alert in &group.alerts {
-        match alerts.iter_mut().find(|a| a.fingerprint == alert.fingerprint) {
-            Some(seen) => *seen = alert,
-            None => alerts.push(alert),
+        match position.get(alert.fingerprint.as_str()) {
+            Some(&i) => alerts[i] = alert,
+            None => {
+                position.insert(&alert.fingerprint, alerts.len());
+                alerts.push(alert);
+            }
         }
     }
-    let existing = existing_alerts(conn, source, &alerts).await?;
-    let params = super::Params::of(conn);
-    let sql = format!(
-        "INSERT INTO alerts (source, fingerprint, group_id, alertname, severity, status, labels, annotations, links, \
-         starts_at, ends_at, first_seen, last_seen) VALUES {} \
-         ON CONFLICT (source, fingerprint) DO UPDATE SET group_id = excluded.group_id, alertname = excluded.alertname, \
-         severity = excluded.severity, status = excluded.status, labels = excluded.labels, \
-         annotations = excluded.annotations, links = excluded.links, \
-         starts_at = COALESCE(excluded.starts_at, alerts.starts_at), ends_at = excluded.ends_at, \
-         last_seen = excluded.last_seen, received = alerts.received + 1 \
-         RETURNING id, fingerprint",
-        params.tuples(alerts.len(), 13, 0)
-    );
-    let mut query = sqlx::query(&sql);
-    for alert in &alerts {
-        let links: Vec<(String, String)> = alert
-            .generator_url
-            .iter()
-            .map(|u| ("source".to_owned(), u.clone()))
-            .chain(alert.links.iter().cloned())
-            .collect();
-        query = query
-            .bind(source)
-            .bind(alert.fingerprint.as_str())
-            .bind(group_id)
-            .bind(alert.labels.get("alertname").cloned().unwrap_or_default())
-            .bind(Severity::from_label(alert.labels.get("severity").map(String::as_str)).as_str())
-            .bind(alert.status.as_str())
-            .bind(json(&alert.labels))
-            .bind(json(&alert.annotations))
-            .bind(serde_json::to_string(&links).expect("links always serialize"))
-            .bind(alert.starts_at_ms)
-            .bind(alert.ends_at_ms)
-            .bind(now_ms)
-            .bind(now_ms);
+    let mut existing = HashMap::with_capacity(alerts.len());
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(alerts.len());
+    // Chunked: one group may hold thousands of alerts, past the databases' parameter limits.
+    for chunk in alerts.chunks(super::CHUNK) {
+        existing.extend(existing_alerts(conn, source, chunk).await?);
+        ids.extend(upsert_alerts(conn, source, group_id, chunk, now_ms).await?);
     }
-    let ids: HashMap<String, i64> = query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>("fingerprint")?, r.try_get::<i64, _>("id")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
 
     // History: what is new, what changed status, what changed content. A
     // repeated notification of an unchanged alert is not history.
@@ -212,6 +181,56 @@ async fn ingest_group(
     .execute(&mut *conn)
     .await?;
     Ok(Some(group_id))
+}
+
+/// Inserts or updates `alerts` (one group's, at most a chunk); returns their ids by fingerprint.
+async fn upsert_alerts(
+    conn: &mut AnyConnection,
+    source: &str,
+    group_id: i64,
+    alerts: &[&IncomingAlert],
+    now_ms: i64,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let params = super::Params::of(conn);
+    let sql = format!(
+        "INSERT INTO alerts (source, fingerprint, group_id, alertname, severity, status, labels, annotations, links, \
+         starts_at, ends_at, first_seen, last_seen) VALUES {} \
+         ON CONFLICT (source, fingerprint) DO UPDATE SET group_id = excluded.group_id, alertname = excluded.alertname, \
+         severity = excluded.severity, status = excluded.status, labels = excluded.labels, \
+         annotations = excluded.annotations, links = excluded.links, \
+         starts_at = COALESCE(excluded.starts_at, alerts.starts_at), ends_at = excluded.ends_at, \
+         last_seen = excluded.last_seen, received = alerts.received + 1 \
+         RETURNING id, fingerprint",
+        params.tuples(alerts.len(), 13, 0)
+    );
+    let mut query = sqlx::query(&sql);
+    for alert in alerts {
+        let links: Vec<(String, String)> = alert
+            .generator_url
+            .iter()
+            .map(|u| ("source".to_owned(), u.clone()))
+            .chain(alert.links.iter().cloned())
+            .collect();
+        query = query
+            .bind(source)
+            .bind(alert.fingerprint.as_str())
+            .bind(group_id)
+            .bind(alert.labels.get("alertname").cloned().unwrap_or_default())
+            .bind(Severity::from_label(alert.labels.get("severity").map(String::as_str)).as_str())
+            .bind(alert.status.as_str())
+            .bind(json(&alert.labels))
+            .bind(json(&alert.annotations))
+            .bind(serde_json::to_string(&links).expect("links always serialize"))
+            .bind(alert.starts_at_ms)
+            .bind(alert.ends_at_ms)
+            .bind(now_ms)
+            .bind(now_ms);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>("fingerprint")?, r.try_get::<i64, _>("id")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
 }
 
 async fn existing_alerts(

@@ -135,6 +135,12 @@ async fn suite(store: Store) {
         other => panic!("{other:?}"),
     };
     assert_eq!(one(&store, place(third), NOW + 61_000).await, Written::Placements(vec![(chat, None)]));
+
+    // One group of 3,000 alerts in one webhook (past the parameter limits of one statement).
+    let big: Vec<IncomingAlert> = (0..3000).map(|i| alert("Big", &format!("h{i}"), Firing)).collect();
+    let Written::AlertGroups(changed) = one(&store, ingest(big), NOW).await else { panic!() };
+    let view = store.alert_group(changed[0]).await.unwrap().unwrap();
+    assert_eq!((view.n_firing, view.n_total), (3000, 3000));
 }
 
 #[tokio::test]

@@ -405,3 +405,39 @@ async fn a_signed_grafana_alert_becomes_a_card_with_its_links() {
     assert!(button(&card, "Ack").is_some() && button(&card, "Resolve").is_none());
     assert!(bot.terminate().await.success());
 }
+
+#[tokio::test]
+async fn a_silence_alertmanager_cannot_take_is_shown_on_the_card_and_nothing_is_silenced() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // An Alertmanager that is not there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let am = format!("[alerts.alertmanager]\nurl = \"http://{closed}\"\ntimeout = \"2s\"\n");
+    let (bot, url) = start_bot(dir.path(), &config(&fake, &am)).await;
+    let webhook = json!({
+        "version": "4", "groupKey": "{}:{alertname=\"Down\"}", "truncatedAlerts": 0, "status": "firing",
+        "receiver": "opsclaw", "groupLabels": {"alertname": "Down"}, "commonLabels": {"alertname": "Down"},
+        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Down", "job": "api"}, "annotations": {},
+                    "startsAt": "2026-11-22T08:00:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus/graph", "fingerprint": "0123456789abcdef"}]
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{url}/hooks/alertmanager"))
+        .bearer_auth(HOOK_TOKEN)
+        .json(&webhook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let card = card_in(&fake, OPS, "the card", |c| c.text.contains("Down")).await;
+    press(&fake, OPS, &card, "Silence 4h", user(ALICE, "Alice"), "cbq-s").await;
+    let refused = card_in(&fake, OPS, "the refusal on the card", |c| c.text.contains("Alertmanager unavailable")).await;
+    assert!(!refused.text.contains("Silenced by"), "{}", refused.text);
+    assert!(button(&refused, "Silence 4h").is_some(), "it can be tried again");
+    wait_until("alice is told too", || async {
+        fake.sent(OPS).iter().any(|s| s.text.starts_with("Could not silence #1"))
+    })
+    .await;
+    assert!(bot.terminate().await.success());
+}

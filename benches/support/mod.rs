@@ -1,6 +1,9 @@
 //! What the load drivers share: starting the real `opsclaw` binary on a
 //! config, waiting on conditions, percentiles and the bot's peak RSS.
 
+// Each load driver compiles this module and uses part of it.
+#![allow(dead_code)]
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,11 @@ impl Bot {
         // Keep draining stderr so the bot never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Bot { child, http: http.expect("the bot logged its HTTP address"), _dir: dir }
+    }
+
+    /// The directory the bot runs in (its SQLite file is `data/opsclaw.db` when the config says `data_dir = "data"`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Polls `GET /readyz` every 5 ms until it answers 200.

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::Alerts;
 use crate::alert::alertmanager::Alertmanager;
 use crate::alert::card::ButtonRoles;
+use crate::alert::escalate::Escalator;
 use crate::alert::intake as alert_intake;
 use crate::alert::notify::{self, Notifier};
 use crate::card::CardSet;
@@ -168,6 +169,25 @@ pub async fn start(
                 clock,
             };
             tasks.push(("alert notifier", tokio::spawn(notifier.run(notify_rx, stop.clone()))));
+            if !alerts_config.policies.is_empty() {
+                let people = config
+                    .access
+                    .principals
+                    .iter()
+                    .map(|p| (p.name.clone(), p.ids.iter().map(|(k, u)| (*k, u.as_str().to_owned())).collect()))
+                    .collect();
+                let escalator = Escalator {
+                    store: store.clone(),
+                    journal: journal.clone(),
+                    outbox: outbox.clone(),
+                    config: alerts_config.clone(),
+                    people,
+                    catalog: defs.catalog.clone(),
+                    locales: config.locales.clone(),
+                    clock,
+                };
+                tasks.push(("alert escalation", tokio::spawn(escalator.run(stop.clone()))));
+            }
             Some(Arc::new(Alerts { config: alerts_config, alertmanager, journal: journal.clone(), notify }))
         }
         None => None,

@@ -422,9 +422,10 @@ impl Validator<'_> {
                 "\"webhook\" needs the [http] section: Telegram posts updates to /telegram/webhook",
             );
         }
+        let names: Vec<String> = access.principals.iter().map(|p| p.name.clone()).collect();
         let alerts = raw
             .alerts
-            .and_then(|a| crate::alert::config::validate(a, env, &mut |key, message| self.err(&key, message)));
+            .and_then(|a| crate::alert::config::validate(a, &names, env, &mut |key, message| self.err(&key, message)));
         if let Some(alerts) = &alerts {
             if !alerts.sources.is_empty() && http_listen.is_none() {
                 self.err("alerts.sources", "alert webhooks need the [http] section: sources post to /hooks/<source>");
@@ -837,6 +838,9 @@ mod tests {
         let alerts = config.alerts.unwrap();
         assert_eq!((alerts.sources.len(), alerts.routes.len()), (3, 3));
         assert!(alerts.alertmanager.is_some() && alerts.routes[1].window.is_some());
+        assert_eq!(alerts.oncall[0].people, ["zhangsan", "alice"]);
+        let critical = &alerts.policies[&crate::alert::model::Severity::Critical];
+        assert_eq!((critical.mention_oncall, critical.escalate.len()), (true, 2));
     }
 
     #[test]
@@ -855,6 +859,23 @@ mod tests {
             "alerts.routes[0].match",
             "alerts.routes[0].chats",
             "alerts.routes[0].days/hours/timezone",
+        ] {
+            assert!(found.contains(&key.to_owned()), "{key} missing from {found:?}");
+        }
+        let oncall = "[[principals]]\nname = \"alice\"\nids = [\"telegram:1\"]\n\
+                      [[alerts.oncall]]\nname = \"primary\"\nrotation = \"fortnightly\"\npeople = [\"alice\", \"zed\"]\n\
+                      handover = \"monday\"\ntimezone = \"Mars/Olympus\"\n\
+                      [alerts.policy.critical]\nschedule = \"secondary\"\nescalate = [\"30m\", \"15m\"]\n\
+                      [alerts.policy.urgent]\nschedule = \"primary\"\n";
+        let found = keys(oncall);
+        for key in [
+            "alerts.oncall[0].rotation",
+            "alerts.oncall[0].people",
+            "alerts.oncall[0].handover",
+            "alerts.oncall[0].timezone",
+            "alerts.policy.critical.schedule",
+            "alerts.policy.critical.escalate",
+            "alerts.policy.urgent",
         ] {
             assert!(found.contains(&key.to_owned()), "{key} missing from {found:?}");
         }

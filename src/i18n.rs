@@ -98,6 +98,8 @@ messages! {
     AlertResolveDone = "alert.resolve_done",
     AlertResolveNotGeneric = "alert.resolve_not_generic",
     AlertSilenceTooLong = "alert.silence_too_long",
+    AlertOncallFiring = "alert.oncall_firing",
+    AlertEscalated = "alert.escalated",
 }
 
 /// Which locale a chat is answered in: the chat's own setting, else its

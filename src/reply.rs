@@ -35,10 +35,28 @@ pub enum CardMode {
     Update,
 }
 
+/// Someone a text calls out by name, so the platform notifies them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mention {
+    /// Shown in the text (the principal's name).
+    pub name: String,
+    /// Their user id on the chat's platform (Feishu open_id, Telegram user id).
+    pub user: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyBody {
     Text(String),
-    Card { key: CardKey, card: CardDraft, mode: CardMode },
+    /// A text followed by mentions of `people`.
+    Mention {
+        text: String,
+        people: Vec<Mention>,
+    },
+    Card {
+        key: CardKey,
+        card: CardDraft,
+        mode: CardMode,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,5 +100,6 @@ pub struct QueuedReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueuedBody {
     Text(String),
+    Mention { text: String, people: Vec<Mention> },
     Card { key: CardKey, card: crate::card::Card, mode: CardMode },
 }

@@ -134,6 +134,7 @@ pub fn values(group: &GroupView, alerts: &[AlertView], now_ms: i64) -> Value {
         silenced_by => silenced.map(|s| s.by.clone()),
         silenced_until => silenced.map(|s| format_ms(s.until_ms)),
         resolved_by => group.resolved_by,
+        escalated_to => group.escalated_to,
         error => group.last_error,
         source => group.source,
         external_url => group.external_url,

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+
+use super::model::Severity;
+use super::oncall::{Override, Rotation, Schedule};
 use super::route::{Matcher, Route, TimeWindow};
 use super::source::SourceKind;
 use crate::policy::ChatPattern;
@@ -24,6 +29,40 @@ pub struct RawAlerts {
     shown_alerts: Option<usize>,
     #[serde(default)]
     storm: RawStorm,
+    #[serde(default)]
+    oncall: Vec<RawSchedule>,
+    #[serde(default)]
+    policy: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    rotation: String,
+    people: Vec<String>,
+    handover: String,
+    timezone: Option<String>,
+    #[serde(default)]
+    overrides: Vec<RawOverride>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    person: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    schedule: Option<String>,
+    #[serde(default)]
+    mention_oncall: bool,
+    #[serde(default)]
+    escalate: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +104,14 @@ struct RawRoute {
     timezone: Option<String>,
     #[serde(default, rename = "continue")]
     continue_matching: bool,
+}
+
+/// A local date-time such as `2026-01-05T09:00`, or an error under `key`.
+fn local(key: &str, value: &str, err: &mut dyn FnMut(String, String)) -> Option<DateTime> {
+    value
+        .parse::<DateTime>()
+        .map_err(|e| err(key.to_owned(), format!("`{value}` is not a local date-time like 2026-01-05T09:00 ({e})")))
+        .ok()
 }
 
 fn yes() -> bool {
@@ -122,6 +169,27 @@ pub struct AlertsConfig {
     pub shown_alerts: usize,
     /// New group cards a chat gets per window; more groups go to its digest card.
     pub storm: StormLimit,
+    pub oncall: Vec<Schedule>,
+    /// What a group of each severity does beyond its card; severities without one only get the card.
+    pub policies: HashMap<Severity, Policy>,
+}
+
+/// The notification policy of a severity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The on-call schedule (an index into `AlertsConfig::oncall`).
+    pub schedule: usize,
+    /// Mention who is on call when the group starts firing.
+    pub mention_oncall: bool,
+    /// Delays after the group started firing: at the first, the on-call is
+    /// mentioned again; at each later one, the next person in the schedule.
+    pub escalate: Vec<Duration>,
+}
+
+impl AlertsConfig {
+    pub fn policy(&self, severity: Severity) -> Option<&Policy> {
+        self.policies.get(&severity)
+    }
 }
 
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -130,6 +198,7 @@ pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 /// `None` when the section is disabled.
 pub fn validate(
     raw: RawAlerts,
+    principals: &[String],
     env: &dyn Fn(&str) -> Option<String>,
     err: &mut dyn FnMut(String, String),
 ) -> Option<AlertsConfig> {
@@ -244,5 +313,86 @@ pub fn validate(
         }
     };
     let storm = StormLimit { max_cards, window_ms: window.as_millis() as i64 };
-    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts, storm })
+    let mut oncall: Vec<Schedule> = Vec::new();
+    for (i, raw) in raw.oncall.into_iter().enumerate() {
+        let key = format!("alerts.oncall[{i}]");
+        if oncall.iter().any(|s| s.name == raw.name) {
+            err(format!("{key}.name"), format!("duplicate schedule name `{}`", raw.name));
+        }
+        let rotation = match raw.rotation.as_str() {
+            "daily" => Rotation::Daily,
+            "weekly" => Rotation::Weekly,
+            other => {
+                err(format!("{key}.rotation"), format!("unknown rotation `{other}` (daily, weekly)"));
+                Rotation::Weekly
+            }
+        };
+        if raw.people.is_empty() {
+            err(format!("{key}.people"), "a schedule needs at least one person".into());
+        }
+        let named = raw
+            .people
+            .iter()
+            .map(|p| ("people", p))
+            .chain(raw.overrides.iter().map(|o| ("overrides.person", &o.person)));
+        for (field, person) in named {
+            if !principals.iter().any(|p| p == person) {
+                err(format!("{key}.{field}"), format!("`{person}` is not a name in [[principals]]"));
+            }
+        }
+        let tz = match raw.timezone.as_deref().map(TimeZone::get) {
+            None => TimeZone::UTC,
+            Some(Ok(tz)) => tz,
+            Some(Err(e)) => {
+                err(format!("{key}.timezone"), format!("unknown time zone: {e}"));
+                TimeZone::UTC
+            }
+        };
+        let handover = local(&format!("{key}.handover"), &raw.handover, err).unwrap_or_default();
+        let mut overrides = Vec::new();
+        for (j, o) in raw.overrides.iter().enumerate() {
+            let at = |t: DateTime| t.to_zoned(tz.clone()).map(|z| z.timestamp()).ok();
+            let from = local(&format!("{key}.overrides[{j}].from"), &o.from, err).and_then(at);
+            let to = local(&format!("{key}.overrides[{j}].to"), &o.to, err).and_then(at);
+            match (from, to) {
+                (Some(from), Some(to)) if from < to => overrides.push(Override { person: o.person.clone(), from, to }),
+                (Some(_), Some(_)) => err(format!("{key}.overrides[{j}]"), "`from` must be before `to`".into()),
+                _ => {}
+            }
+        }
+        oncall.push(Schedule { name: raw.name, rotation, people: raw.people, handover, tz, overrides });
+    }
+    let mut policies = HashMap::new();
+    for (name, raw) in raw.policy {
+        let key = format!("alerts.policy.{name}");
+        let Some(severity) = Severity::parse(&name) else {
+            err(key, "unknown severity (critical, warning, info, none)".into());
+            continue;
+        };
+        let schedule = match raw.schedule.as_deref() {
+            Some(name) => oncall.iter().position(|s| s.name == name).or_else(|| {
+                err(format!("{key}.schedule"), format!("no [[alerts.oncall]] schedule is named `{name}`"));
+                None
+            }),
+            None => {
+                err(format!("{key}.schedule"), "a policy names the on-call schedule it mentions".into());
+                None
+            }
+        };
+        let mut escalate = Vec::new();
+        for value in &raw.escalate {
+            match humantime::parse_duration(value) {
+                Ok(d) if escalate.last().is_none_or(|last| d > *last) => escalate.push(d),
+                Ok(_) => err(
+                    format!("{key}.escalate"),
+                    "delays count from when the group started firing: each must be longer than the one before".into(),
+                ),
+                Err(e) => err(format!("{key}.escalate"), format!("`{value}` is not a duration ({e})")),
+            }
+        }
+        if let Some(schedule) = schedule {
+            policies.insert(severity, Policy { schedule, mention_oncall: raw.mention_oncall, escalate });
+        }
+    }
+    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts, storm, oncall, policies })
 }

@@ -10,9 +10,11 @@
 pub mod alertmanager;
 pub mod card;
 pub mod config;
+pub mod escalate;
 pub mod intake;
 pub mod model;
 pub mod notify;
+pub mod oncall;
 pub mod route;
 pub mod source;
 

@@ -126,6 +126,8 @@ pub struct GroupView {
     pub resolved_by: Option<String>,
     pub last_error: Option<String>,
     pub escalation_level: i64,
+    /// Whom the last escalation step called.
+    pub escalated_to: Option<String>,
     pub next_escalation_at: Option<i64>,
     pub version: i64,
     pub created_at: i64,

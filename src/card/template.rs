@@ -29,9 +29,19 @@ impl CardId {
     pub const ALERTS: CardId = CardId("alerts");
     pub const ALERT_HISTORY: CardId = CardId("alert_history");
     pub const ALERT_DIGEST: CardId = CardId("alert_digest");
+    pub const ONCALL: CardId = CardId("oncall");
     /// Templates the built-in handlers render; a template set without them is refused.
-    pub const REQUIRED: [CardId; 7] =
-        [Self::HELP, Self::HELP_COMMAND, Self::STATUS, Self::WHOAMI, Self::ALERT, Self::ALERTS, Self::ALERT_HISTORY];
+    pub const REQUIRED: [CardId; 9] = [
+        Self::HELP,
+        Self::HELP_COMMAND,
+        Self::STATUS,
+        Self::WHOAMI,
+        Self::ALERT,
+        Self::ALERTS,
+        Self::ALERT_HISTORY,
+        Self::ALERT_DIGEST,
+        Self::ONCALL,
+    ];
 
     pub fn as_str(self) -> &'static str {
         self.0
@@ -46,6 +56,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alerts.toml", include_str!("../../cards/alerts.toml")),
     ("help.toml", include_str!("../../cards/help.toml")),
     ("help_command.toml", include_str!("../../cards/help_command.toml")),
+    ("oncall.toml", include_str!("../../cards/oncall.toml")),
     ("status.toml", include_str!("../../cards/status.toml")),
     ("whoami.toml", include_str!("../../cards/whoami.toml")),
 ];

@@ -31,10 +31,11 @@ pub enum Builtin {
     Ack,
     Silence,
     Alert,
+    Oncall,
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 8] = [
+    const ALL: [(&'static str, Builtin); 9] = [
         ("help", Self::Help),
         ("ping", Self::Ping),
         ("whoami", Self::Whoami),
@@ -43,6 +44,7 @@ impl Builtin {
         ("ack", Self::Ack),
         ("silence", Self::Silence),
         ("alert", Self::Alert),
+        ("oncall", Self::Oncall),
     ];
 
     fn parse(s: &str) -> Option<Self> {
@@ -164,6 +166,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alert.toml", include_str!("../../commands/alert.toml")),
     ("alerts.toml", include_str!("../../commands/alerts.toml")),
     ("help.toml", include_str!("../../commands/help.toml")),
+    ("oncall.toml", include_str!("../../commands/oncall.toml")),
     ("ping.toml", include_str!("../../commands/ping.toml")),
     ("silence.toml", include_str!("../../commands/silence.toml")),
     ("status.toml", include_str!("../../commands/status.toml")),

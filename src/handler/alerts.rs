@@ -13,6 +13,7 @@ use crate::alert::Alerts;
 use crate::alert::alertmanager::NewSilence;
 use crate::alert::card::{self, ButtonRoles};
 use crate::alert::model::GroupView;
+use crate::alert::oncall::Rotation;
 use crate::card::CardId;
 use crate::clock::{format_duration, format_ms};
 use crate::command::{Args, Builtin};
@@ -32,6 +33,7 @@ pub async fn invoke(ctx: &Ctx<'_>, builtin: Builtin, args: &Args) -> Result<Vec<
     };
     let id = || args.str("id").and_then(|s| s.trim_start_matches('#').parse::<i64>().ok()).unwrap_or(0);
     let replies = match builtin {
+        Builtin::Oncall => return oncall(ctx, alerts),
         Builtin::Alerts => return list(ctx).await,
         Builtin::Alert => return show(ctx, id()).await,
         Builtin::Ack => ack(ctx, alerts, id(), false).await?,
@@ -232,6 +234,33 @@ async fn list(ctx: &Ctx<'_>) -> Result<Vec<Reply>, HandlerError> {
         replies.push(Reply::card(ctx.event, CardKey::new(format!("alerts:{}", ctx.event.id)), list, CardMode::New));
     }
     Ok(replies)
+}
+
+/// Every schedule's current shift and the next.
+fn oncall(ctx: &Ctx<'_>, alerts: &Alerts) -> Result<Vec<Reply>, HandlerError> {
+    let now = ctx.bot.clock.now_ms();
+    let at = jiff::Timestamp::from_millisecond(now).unwrap_or_default();
+    let ms = |t: jiff::Timestamp| format_ms(t.as_millisecond());
+    let schedules: Vec<_> = alerts
+        .config
+        .oncall
+        .iter()
+        .map(|s| {
+            let current = s.on_call(at);
+            let next = s.next(at);
+            context! {
+                name => s.name,
+                rotation => match s.rotation { Rotation::Daily => "daily", Rotation::Weekly => "weekly" },
+                now => current.as_ref().map(|c| c.person.clone()),
+                until => current.as_ref().map(|c| ms(c.to)),
+                next => next.as_ref().map(|n| n.person.clone()),
+                next_from => next.as_ref().map(|n| ms(n.from)),
+            }
+        })
+        .collect();
+    let values = context! { schedules => schedules, now => format_ms(now) };
+    let card = ctx.bot.cards.render(CardId::ONCALL, ctx.locale, &values, Vec::new())?;
+    Ok(vec![Reply::card(ctx.event, CardKey::new(format!("oncall:{}", ctx.event.id)), card, CardMode::New)])
 }
 
 /// The group's card (a live copy, with buttons) and its history.

@@ -28,7 +28,7 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
             let key = CardKey::new(format!("status:{}", ctx.event.id));
             Ok(vec![status_card(ctx, key, CardMode::New, invocation.command.role.clone()).await?])
         }
-        alert @ (Builtin::Alerts | Builtin::Ack | Builtin::Silence | Builtin::Alert) => {
+        alert @ (Builtin::Alerts | Builtin::Ack | Builtin::Silence | Builtin::Alert | Builtin::Oncall) => {
             super::alerts::invoke(ctx, alert, args).await
         }
     }

@@ -154,6 +154,7 @@ pub fn prepare(
         .map(|(idx, reply)| {
             let body = match reply.body {
                 ReplyBody::Text(text) => QueuedBody::Text(text),
+                ReplyBody::Mention { text, people } => QueuedBody::Mention { text, people },
                 ReplyBody::Card { key, card, mode } => {
                     let card = card.mint(|token, grant| {
                         tokens.push(NewToken {

@@ -304,6 +304,9 @@ impl Outbox {
         };
         let result = match &row.body {
             QueuedBody::Text(text) => platform.send(&outbound(Content::Text(text))).await.map(|_| None),
+            QueuedBody::Mention { text, people } => {
+                platform.send(&outbound(Content::Mention { text, people })).await.map(|_| None)
+            }
             QueuedBody::Card { key, card, mode } => {
                 let posts = match mode {
                     CardMode::New => Vec::new(),

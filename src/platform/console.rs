@@ -241,6 +241,10 @@ impl ChatPlatform for Console {
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError> {
         let (text, message_id) = match &msg.content {
             Content::Text(text) => (render_text(text), None),
+            Content::Mention { text, people } => {
+                let names: Vec<String> = people.iter().map(|p| format!("@{}", p.name)).collect();
+                (render_text(&format!("{text} {}", names.join(" "))), None)
+            }
             Content::NewCard(card) => {
                 let n = self.next_card.fetch_add(1, Ordering::SeqCst);
                 let numbers = self.number_buttons(card);

@@ -50,6 +50,11 @@ pub struct Outbound<'a> {
 #[derive(Debug)]
 pub enum Content<'a> {
     Text(&'a str),
+    /// A text, then each person mentioned so the platform notifies them.
+    Mention {
+        text: &'a str,
+        people: &'a [crate::reply::Mention],
+    },
     NewCard(&'a Card),
     /// Replace the card previously posted as `message`.
     UpdateCard {

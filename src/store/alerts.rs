@@ -52,6 +52,44 @@ pub enum AlertOp {
     },
 }
 
+/// Takes escalation step `level` (1-based) of `group`, calling `to`, unless
+/// the group was acked, resolved or already past that step meanwhile.
+pub(super) async fn escalate(
+    conn: &mut AnyConnection,
+    group: i64,
+    level: i64,
+    to: &str,
+    now_ms: i64,
+) -> Result<OpOutcome, StoreError> {
+    let done = sqlx::query(
+        "UPDATE alert_groups SET escalation_level = $1, escalated_to = $2, version = version + 1, dirty = 1, \
+         updated_at = $3 WHERE id = $4 AND escalation_level = $5 AND state = 'firing' AND acked_by IS NULL",
+    )
+    .bind(level)
+    .bind(to)
+    .bind(now_ms)
+    .bind(group)
+    .bind(level - 1)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Ok(OpOutcome::Unchanged);
+    }
+    group_event(conn, group, "escalated", to, Some(format!("step {level}")), now_ms).await?;
+    Ok(OpOutcome::Done)
+}
+
+/// A firing, unacknowledged, unsilenced group the escalation timer looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationCandidate {
+    pub group: i64,
+    pub severity: Severity,
+    pub firing_since: i64,
+    /// Steps taken so far.
+    pub level: i64,
+}
+
 /// What an [`AlertOp`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpOutcome {
@@ -162,12 +200,15 @@ async fn ingest_group(
     // A group that fires again after resolving is a new incident: the old
     // acknowledgement and escalation no longer apply.
     let refire = now_firing && !was_firing && !is_new;
+    // Escalation counts from when the group started firing.
+    let started = now_firing && (!was_firing || is_new);
     sqlx::query(&format!(
         "UPDATE alert_groups SET state = $1, severity = $2, firing = $3, total = $4, version = version + 1, dirty = 1, \
-         updated_at = $5{} WHERE id = $6",
+         updated_at = $5{}{} WHERE id = $6",
+        if started { ", firing_since = $5" } else { "" },
         if refire {
             ", acked_by = NULL, acked_at = NULL, resolved_by = NULL, last_error = NULL, escalation_level = 0, \
-             next_escalation_at = NULL"
+             escalated_to = NULL, next_escalation_at = NULL"
         } else {
             ""
         }
@@ -600,7 +641,7 @@ fn json(map: &BTreeMap<String, String>) -> String {
 }
 
 const GROUP_COLUMNS: &str = "id, group_key, source, labels, state, severity, firing, total, external_url, acked_by, \
-    acked_at, silenced_by, silenced_at, silenced_until, silence_ids, resolved_by, last_error, escalation_level, \
+    acked_at, silenced_by, silenced_at, silenced_until, silence_ids, resolved_by, last_error, escalation_level, escalated_to, \
     next_escalation_at, version, created_at, updated_at";
 
 impl Store {
@@ -703,6 +744,30 @@ impl Store {
         Ok((groups, n))
     }
 
+    /// Groups that may be due an escalation step at `now_ms`: firing, not acknowledged, not silenced.
+    pub async fn escalation_candidates(&self, now_ms: i64, limit: i64) -> Result<Vec<EscalationCandidate>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, severity, firing_since, escalation_level FROM alert_groups WHERE state = 'firing' \
+             AND acked_by IS NULL AND firing_since IS NOT NULL AND (silenced_until IS NULL OR silenced_until <= $1) \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let severity: String = r.try_get("severity")?;
+                Ok(EscalationCandidate {
+                    group: r.try_get("id")?,
+                    severity: Severity::parse(&severity).unwrap_or(Severity::None),
+                    firing_since: r.try_get("firing_since")?,
+                    level: r.try_get("escalation_level")?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn count_alerts(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
@@ -746,6 +811,7 @@ fn decode_group(row: &sqlx::any::AnyRow) -> Result<GroupView, StoreError> {
         resolved_by: row.try_get("resolved_by")?,
         last_error: row.try_get("last_error")?,
         escalation_level: row.try_get("escalation_level")?,
+        escalated_to: row.try_get("escalated_to")?,
         next_escalation_at: row.try_get("next_escalation_at")?,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,

@@ -25,7 +25,7 @@ use crate::alert::model::Ingest;
 use crate::event::{ChatRef, Event, EventId, MessageId};
 use crate::reply::CardKey;
 
-pub use alerts::{AlertOp, OpOutcome, StormLimit};
+pub use alerts::{AlertOp, EscalationCandidate, OpOutcome, StormLimit};
 pub use outbox::NewDelivery;
 pub use tokens::{NewToken, StoredGrant};
 
@@ -80,6 +80,9 @@ pub enum Write {
     AlertPlace { group: i64, chats: Vec<ChatRef>, storm: StormLimit },
     /// Replies not caused by an event (storm digests), queued with their tokens.
     Enqueue { deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
+    /// Escalation step `level` of `group`, calling `to`, with its messages: all
+    /// or nothing (`Written::Alert(Unchanged)` when the group was acked meanwhile).
+    AlertEscalate { group: i64, level: i64, to: String, deliveries: Vec<NewDelivery> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +124,11 @@ impl Store {
             })
             .acquire_timeout(Duration::from_secs(10))
             // A pooled SQLite connection is a file handle that cannot go stale;
-            // checking it costs a worker-thread round trip on every acquire.
+            // checking it costs a worker-thread round trip on every acquire, and
+            // retiring it gains nothing (and would keep a reaper timer running).
             .test_before_acquire(backend == Backend::Postgres)
+            .idle_timeout((backend == Backend::Postgres).then(|| Duration::from_secs(600)))
+            .max_lifetime((backend == Backend::Postgres).then(|| Duration::from_secs(1800)))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -200,8 +206,16 @@ impl Store {
         }
 
         // Alert writes depend on each other's state: applied one by one, in order.
+        let mut skipped = std::collections::HashSet::new();
         for (i, write) in writes.iter().enumerate() {
             match write {
+                Write::AlertEscalate { group, level, to, .. } => {
+                    let outcome = alerts::escalate(&mut tx, *group, *level, to, now_ms).await?;
+                    if outcome != OpOutcome::Done {
+                        skipped.insert(i);
+                        results[i] = Written::Alert(outcome);
+                    }
+                }
                 Write::AlertIngest(ingest) => {
                     results[i] = Written::AlertGroups(alerts::ingest(&mut tx, ingest, now_ms).await?)
                 }
@@ -219,9 +233,14 @@ impl Store {
         let mut new_tokens: Vec<&NewToken> = Vec::new();
         let mut sent: Vec<i64> = Vec::new();
         let mut posts: Vec<&(CardKey, ChatRef, MessageId)> = Vec::new();
-        for write in writes {
+        for (i, write) in writes.iter().enumerate() {
             match write {
                 Write::Accept(_) | Write::AlertIngest(_) | Write::Alert(_) | Write::AlertPlace { .. } => {}
+                Write::AlertEscalate { deliveries: d, .. } => {
+                    if !skipped.contains(&i) {
+                        deliveries.extend(d);
+                    }
+                }
                 Write::AlertNotified { deliveries: d, tokens: t, .. } | Write::Enqueue { deliveries: d, tokens: t } => {
                     deliveries.extend(d);
                     new_tokens.extend(t);
@@ -259,9 +278,13 @@ impl Store {
             ids.extend(outbox::insert(&mut tx, chunk, now_ms).await?);
         }
         for (i, write) in writes.iter().enumerate() {
+            if skipped.contains(&i) {
+                continue;
+            }
             if let Write::Complete { deliveries, .. }
             | Write::AlertNotified { deliveries, .. }
-            | Write::Enqueue { deliveries, .. } = write
+            | Write::Enqueue { deliveries, .. }
+            | Write::AlertEscalate { deliveries, .. } = write
             {
                 results[i] = Written::Enqueued(deliveries.iter().map(|d| ids.get(&d.key).copied()).collect());
             }

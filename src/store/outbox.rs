@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::{Store, StoreError};
 use crate::card::Card;
 use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
-use crate::reply::{CardKey, CardMode, QueuedBody, QueuedReply};
+use crate::reply::{CardKey, CardMode, Mention, QueuedBody, QueuedReply};
 
 /// A reply ready to be enqueued.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ struct PayloadRow {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BodyRow {
     Text { text: String },
+    Mention { text: String, people: Vec<Mention> },
     Card { card: Card, update: bool },
 }
 
@@ -53,6 +54,9 @@ pub(super) async fn insert(
     for d in deliveries {
         let (body, card_key, update) = match &d.body {
             QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None, false),
+            QueuedBody::Mention { text, people } => {
+                (BodyRow::Mention { text: text.clone(), people: people.clone() }, None, false)
+            }
             QueuedBody::Card { key, card, mode } => {
                 let update = *mode == CardMode::Update;
                 (BodyRow::Card { card: card.clone(), update }, Some(key.as_str().to_owned()), update)
@@ -226,6 +230,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<QueuedReply, StoreError> {
     let payload: PayloadRow = serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?;
     let body = match payload.body {
         BodyRow::Text { text } => QueuedBody::Text(text),
+        BodyRow::Mention { text, people } => QueuedBody::Mention { text, people },
         BodyRow::Card { card, update } => {
             let key: Option<String> = row.try_get("card_key")?;
             let key = key.ok_or_else(|| corrupt("card without card_key".into()))?;

@@ -441,3 +441,57 @@ async fn a_silence_alertmanager_cannot_take_is_shown_on_the_card_and_nothing_is_
     .await;
     assert!(bot.terminate().await.success());
 }
+
+#[tokio::test]
+async fn an_unacked_critical_mentions_the_on_call_then_escalates_until_acked() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let escalation = "[[alerts.oncall]]\nname = \"primary\"\nrotation = \"weekly\"\npeople = [\"alice\", \"bob\"]\n\
+                      handover = \"2026-01-05T09:00\"\ntimezone = \"Asia/Shanghai\"\n\
+                      [alerts.policy.critical]\nschedule = \"primary\"\nmention_oncall = true\nescalate = [\"2s\", \"60s\"]\n";
+    let (bot, url) = start_bot(dir.path(), &config(&fake, escalation)).await;
+    let on_call = |text: &str| -> String {
+        // Whoever the schedule has on call now: the bot and the test read the same clock.
+        if text.contains("@alice") { "alice".into() } else { "bob".into() }
+    };
+    let body = json!({"alerts": [{"labels": {"alertname": "DbDown", "severity": "critical", "team": "db"}}]});
+    let response = reqwest::Client::new()
+        .post(format!("{url}/hooks/generic"))
+        .bearer_auth(HOOK_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The card, and the on-call mentioned as the group starts firing, in both routed chats.
+    wait_until("the on-call is mentioned", || async {
+        [OPS, DB].iter().all(|chat| fake.sent(*chat).iter().any(|s| s.text.contains("is firing")))
+    })
+    .await;
+    let mention = fake.sent(OPS).into_iter().find(|s| s.text.contains("is firing")).unwrap();
+    let who = on_call(&mention.text);
+    let entities = fake.sent_message_json(OPS, mention.message_id)["entities"].clone();
+    let id = if who == "alice" { ALICE } else { BOB };
+    assert_eq!(entities[0]["type"], "text_link", "{entities}");
+    // teloxide writes the inline-mention link as tg://user/?id=N.
+    let link = entities[0]["url"].as_str().unwrap_or_default();
+    assert!(link.starts_with("tg://user") && link.ends_with(&format!("?id={id}")), "{entities}");
+
+    // Two seconds later, still not acknowledged: called again, and the card says so.
+    wait_until("the first escalation", || async {
+        fake.sent(OPS).iter().any(|s| s.text.contains("still not acknowledged after 2s"))
+    })
+    .await;
+    let card =
+        card_in(&fake, OPS, "the card shows the escalation", |c| c.text.contains(&format!("Escalated to {who}"))).await;
+    // An ack stops it: the card drops the escalation line and the 60 s step never comes.
+    press(&fake, OPS, &card, "Ack", user(ALICE, "Alice"), "cbq-esc").await;
+    card_in(&fake, OPS, "the ack", |c| c.text.contains("Acknowledged by alice") && !c.text.contains("Escalated")).await;
+    assert!(bot.terminate().await.success());
+    let store = opsclaw::store::Store::connect(&format!("sqlite://{}", dir.path().join("data/opsclaw.db").display()))
+        .await
+        .unwrap();
+    let history: Vec<String> = store.alert_history(1, 50).await.unwrap().into_iter().map(|h| h.kind).collect();
+    assert_eq!(history, ["firing", "escalated", "escalated", "acked"]);
+}

@@ -164,6 +164,25 @@ pub fn render_text(text: &str) -> Vec<String> {
     posts
 }
 
+/// A short text as a `post` whose last line mentions each person with an
+/// `at` element, which notifies them. The text is cut to stay under the limit.
+pub fn render_mention(text: &str, people: &[crate::reply::Mention]) -> String {
+    let mut text: String = text.to_owned();
+    if text.len() > MAX_CARD_BYTES / 2 {
+        let mut end = MAX_CARD_BYTES / 2;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    let mut lines: Vec<Value> = text.lines().map(|line| json!([{"tag": "text", "text": line}])).collect();
+    let ats: Vec<Value> = people.iter().map(|p| json!({"tag": "at", "user_id": p.user, "user_name": p.name})).collect();
+    if !ats.is_empty() {
+        lines.push(Value::Array(ats));
+    }
+    post(lines)
+}
+
 fn post(lines: Vec<Value>) -> String {
     json!({"zh_cn": {"title": "", "content": lines}}).to_string()
 }
@@ -260,5 +279,15 @@ mod tests {
         assert_eq!(all.len(), 3000);
         assert_eq!(all[2999], "line 2999 of the output");
         assert_eq!(render_text("").len(), 1);
+    }
+
+    #[test]
+    fn mentions_end_the_post_with_at_elements() {
+        let people = [crate::reply::Mention { name: "alice".into(), user: "ou_1".into() }];
+        let post: Value = serde_json::from_str(&render_mention("line one\nline two", &people)).unwrap();
+        let content = &post["zh_cn"]["content"];
+        assert_eq!(content.as_array().unwrap().len(), 3);
+        assert_eq!(content[1][0], json!({"tag": "text", "text": "line two"}));
+        assert_eq!(content[2][0], json!({"tag": "at", "user_id": "ou_1", "user_name": "alice"}));
     }
 }

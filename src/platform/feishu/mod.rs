@@ -84,6 +84,10 @@ impl ChatPlatform for Feishu {
                 }
                 Ok(Sent { message_id: first })
             }
+            Content::Mention { text, people } => {
+                let id = deliver(MsgType::Post, card::render_mention(text, people), msg.key.to_owned()).await?;
+                Ok(Sent { message_id: Some(id) })
+            }
             Content::NewCard(c) => {
                 let id = deliver(MsgType::Interactive, card::render_card(c, TRUNCATED), msg.key.to_owned()).await?;
                 Ok(Sent { message_id: Some(id) })

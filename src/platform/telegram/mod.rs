@@ -236,6 +236,15 @@ impl ChatPlatform for Telegram {
         );
         match &msg.content {
             Content::Text(text) => self.send_text(msg, chat, text).await,
+            Content::Mention { text, people } => {
+                let (text, entities) = render::mention(text, people);
+                let mut request =
+                    self.bot.send_message(chat, text).entities(entities).link_preview_options(no_preview());
+                if let Some(thread) = thread(msg)? {
+                    request = request.message_thread_id(thread);
+                }
+                Ok(Sent { message_id: stored(request.await)? })
+            }
             Content::NewCard(card) => {
                 let mut request = self
                     .bot

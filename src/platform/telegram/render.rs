@@ -257,6 +257,25 @@ pub fn split_text(text: &str, limit: usize) -> Vec<String> {
     parts
 }
 
+/// A plain text followed by each person as an inline mention (a
+/// `tg://user?id=` link entity, which notifies them), with entity offsets in
+/// UTF-16 units. A person whose id is not a Telegram user id is named only.
+pub fn mention(text: &str, people: &[crate::reply::Mention]) -> (String, Vec<teloxide::types::MessageEntity>) {
+    let mut out: String = text.chars().take(3500).collect();
+    let mut entities = Vec::new();
+    for person in people {
+        out.push(' ');
+        let offset = out.encode_utf16().count();
+        let shown = format!("@{}", person.name);
+        let length = shown.encode_utf16().count();
+        out.push_str(&shown);
+        if let Ok(id) = person.user.parse::<u64>() {
+            entities.push(teloxide::types::MessageEntity::text_mention_id(teloxide::types::UserId(id), offset, length));
+        }
+    }
+    (out, entities)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +372,21 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(parts.concat(), long);
         assert_eq!(split_text("   ", MAX_TEXT), ["…"]);
+    }
+
+    #[test]
+    fn mentions_are_link_entities_at_utf16_offsets() {
+        let people = [
+            crate::reply::Mention { name: "张三".into(), user: "4242".into() },
+            crate::reply::Mention { name: "nobody".into(), user: String::new() },
+        ];
+        let (text, entities) = mention("🔔 #1 磁盘满 On call:", &people);
+        assert_eq!(text, "🔔 #1 磁盘满 On call: @张三 @nobody");
+        // 🔔 is two UTF-16 units: "🔔 #1 磁盘满 On call: " is 19 units.
+        assert_eq!(entities.len(), 1, "someone without a Telegram id is only named");
+        assert_eq!((entities[0].offset, entities[0].length), (19, 3));
+        assert!(
+            matches!(&entities[0].kind, teloxide::types::MessageEntityKind::TextLink { url } if url.as_str().ends_with("id=4242"))
+        );
     }
 }

@@ -139,8 +139,13 @@ impl Escalator {
             .collect();
         let prefix = format!("alert-escalation:{}:{}:{level}", group.id, candidate.firing_since);
         let (deliveries, _) = prepare(&prefix, replies, now, Duration::ZERO);
-        let write =
-            Write::AlertEscalate { group: group.id, level, to: shift.person.clone(), deliveries: deliveries.clone() };
+        let write = Write::AlertEscalate {
+            group: group.id,
+            level,
+            to: shift.person.clone(),
+            initial: step.initial,
+            deliveries: deliveries.clone(),
+        };
         match self.journal.write(write).await {
             Ok(Written::Enqueued(ids)) => {
                 tracing::info!(group = group.id, level, to = %shift.person, "alert escalated");

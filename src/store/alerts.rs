@@ -53,30 +53,38 @@ pub enum AlertOp {
 }
 
 /// Takes escalation step `level` (1-based) of `group`, calling `to`, unless
-/// the group was acked, resolved or already past that step meanwhile.
+/// the group was acked, resolved or already past that step meanwhile. The
+/// first mention of the on-call (`initial`) is not shown on the card; an
+/// escalation is ("Escalated to …").
 pub(super) async fn escalate(
     conn: &mut AnyConnection,
     group: i64,
     level: i64,
     to: &str,
+    initial: bool,
     now_ms: i64,
 ) -> Result<OpOutcome, StoreError> {
-    let done = sqlx::query(
-        "UPDATE alert_groups SET escalation_level = $1, escalated_to = $2, version = version + 1, dirty = 1, \
-         updated_at = $3 WHERE id = $4 AND escalation_level = $5 AND state = 'firing' AND acked_by IS NULL",
-    )
-    .bind(level)
-    .bind(to)
-    .bind(now_ms)
-    .bind(group)
-    .bind(level - 1)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let claim = if initial {
+        sqlx::query(
+            "UPDATE alert_groups SET escalation_level = $1 WHERE id = $2 AND escalation_level = $3 \
+             AND state = 'firing' AND acked_by IS NULL",
+        )
+        .bind(level)
+    } else {
+        sqlx::query(
+            "UPDATE alert_groups SET escalation_level = $1, escalated_to = $2, version = version + 1, dirty = 1, \
+             updated_at = $3 WHERE id = $4 AND escalation_level = $5 AND state = 'firing' AND acked_by IS NULL",
+        )
+        .bind(level)
+        .bind(to)
+        .bind(now_ms)
+    };
+    let done = claim.bind(group).bind(level - 1).execute(&mut *conn).await?.rows_affected();
     if done == 0 {
         return Ok(OpOutcome::Unchanged);
     }
-    group_event(conn, group, "escalated", to, Some(format!("step {level}")), now_ms).await?;
+    let kind = if initial { "notified" } else { "escalated" };
+    group_event(conn, group, kind, to, Some(format!("step {level}")), now_ms).await?;
     Ok(OpOutcome::Done)
 }
 

@@ -82,7 +82,7 @@ pub enum Write {
     Enqueue { deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
     /// Escalation step `level` of `group`, calling `to`, with its messages: all
     /// or nothing (`Written::Alert(Unchanged)` when the group was acked meanwhile).
-    AlertEscalate { group: i64, level: i64, to: String, deliveries: Vec<NewDelivery> },
+    AlertEscalate { group: i64, level: i64, to: String, initial: bool, deliveries: Vec<NewDelivery> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,8 +209,8 @@ impl Store {
         let mut skipped = std::collections::HashSet::new();
         for (i, write) in writes.iter().enumerate() {
             match write {
-                Write::AlertEscalate { group, level, to, .. } => {
-                    let outcome = alerts::escalate(&mut tx, *group, *level, to, now_ms).await?;
+                Write::AlertEscalate { group, level, to, initial, .. } => {
+                    let outcome = alerts::escalate(&mut tx, *group, *level, to, *initial, now_ms).await?;
                     if outcome != OpOutcome::Done {
                         skipped.insert(i);
                         results[i] = Written::Alert(outcome);

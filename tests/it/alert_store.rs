@@ -136,6 +136,19 @@ async fn suite(store: Store) {
     };
     assert_eq!(one(&store, place(third), NOW + 61_000).await, Written::Placements(vec![(chat, None)]));
 
+    // Escalation steps are claimed once each; an ack stops them.
+    let esc =
+        |level, initial| Write::AlertEscalate { group: third, level, to: "alice".into(), initial, deliveries: vec![] };
+    assert!(store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third && c.level == 0));
+    assert_eq!(one(&store, esc(1, true), NOW).await, Written::Enqueued(vec![]));
+    assert_eq!(one(&store, esc(1, true), NOW).await, Written::Alert(OpOutcome::Unchanged), "taken once");
+    assert_eq!(store.alert_group(third).await.unwrap().unwrap().escalated_to, None, "the first mention is not shown");
+    assert_eq!(one(&store, esc(2, false), NOW).await, Written::Enqueued(vec![]));
+    assert_eq!(store.alert_group(third).await.unwrap().unwrap().escalated_to.as_deref(), Some("alice"));
+    assert_eq!(op(&store, AlertOp::Ack { group: third, by: "bob".into() }, NOW).await, OpOutcome::Done);
+    assert_eq!(one(&store, esc(3, false), NOW).await, Written::Alert(OpOutcome::Unchanged), "acked: no more steps");
+    assert!(!store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third));
+
     // One group of 3,000 alerts in one webhook (past the parameter limits of one statement).
     let big: Vec<IncomingAlert> = (0..3000).map(|i| alert("Big", &format!("h{i}"), Firing)).collect();
     let Written::AlertGroups(changed) = one(&store, ingest(big), NOW).await else { panic!() };

@@ -493,5 +493,5 @@ async fn an_unacked_critical_mentions_the_on_call_then_escalates_until_acked() {
         .await
         .unwrap();
     let history: Vec<String> = store.alert_history(1, 50).await.unwrap().into_iter().map(|h| h.kind).collect();
-    assert_eq!(history, ["firing", "escalated", "escalated", "acked"]);
+    assert_eq!(history, ["firing", "notified", "escalated", "acked"]);
 }

@@ -146,3 +146,39 @@ async fn expired_buttons_say_so() {
     let (status, _) = bot.finish().await;
     assert!(status.success());
 }
+
+/// The README's alert walk-through: `opsclaw chat` prints where alerts go, a
+/// posted alert becomes a card, the on-call is mentioned, and the commands work.
+#[tokio::test]
+async fn alerts_in_the_console_chat_as_the_readme_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chat = Proc::spawn(&["chat"], dir.path());
+    let line = chat.expect_stderr("alerts: POST http://").await;
+    let url = line.trim_start_matches("alerts: POST ").replace("/alertmanager", "/generic");
+    let body = r#"{"alerts":[{"labels":{"alertname":"DiskFull","severity":"critical","host":"db1"},"annotations":{"summary":"disk 95% full"}}]}"#;
+    let response = reqwest::Client::new().post(&url).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    chat.expect("[CRITICAL] DiskFull [red] (card #1)").await;
+    chat.expect("🔔 #1 DiskFull is firing (critical). On call: @you").await;
+    for line in
+        [":user guest", "/ack 1", ":user you", "/ack 1", "/ack 1", "/silence #1 30m", "/silence 1 45d", "/oncall"]
+    {
+        chat.send(line).await;
+    }
+    chat.expect("You need the role “responder” to run /ack. Your roles: none.").await;
+    chat.expect("Acknowledged #1 DiskFull.").await;
+    chat.expect("#1 was already acknowledged by you at").await;
+    chat.expect("Silenced #1 DiskFull until").await;
+    chat.expect("A silence may last at most 30d").await;
+    chat.expect("- now: you, until").await;
+    chat.send("/alert 1").await;
+    chat.expect("History of #1 DiskFull").await;
+    let (status, out) = chat.finish().await;
+    assert!(status.success());
+    let out = out.join("\n");
+    assert!(out.contains("✔ Acknowledged by you at") && out.contains("🔕 Silenced by you until"), "{out}");
+    assert!(
+        out.contains("**firing** DiskFull") && out.contains("**notified** · you") && out.contains("**silenced** · you"),
+        "{out}"
+    );
+}

@@ -223,7 +223,16 @@ pub async fn start(
         ("journal", journal_task),
         ("outbox", tokio::spawn(outbox.run())),
         ("dispatcher", tokio::spawn(dispatcher.run(events_rx, stop.clone()))),
-        ("housekeeping", tokio::spawn(housekeeping(store.clone(), clock, p.clone(), stop.clone()))),
+        (
+            "housekeeping",
+            tokio::spawn(housekeeping(
+                store.clone(),
+                clock,
+                p.clone(),
+                config.alerts.as_ref().map(|a| a.retention),
+                stop.clone(),
+            )),
+        ),
     ]);
 
     let pending = store.pending_events().await.context("reading pending events")?;
@@ -485,7 +494,13 @@ const CLEANUP_TICKS: u64 = 6000;
 
 /// Checkpoints SQLite's WAL, keeps gauges current and deletes what retention
 /// no longer needs.
-async fn housekeeping(store: Store, clock: Clock, p: crate::config::PipelineConfig, stop: CancellationToken) {
+async fn housekeeping(
+    store: Store,
+    clock: Clock,
+    p: crate::config::PipelineConfig,
+    alert_retention: Option<Duration>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     let mut n_ticks: u64 = 0;
     loop {
@@ -511,6 +526,13 @@ async fn housekeeping(store: Store, clock: Clock, p: crate::config::PipelineConf
                 Ok(n) if n > 0 => tracing::info!(rows = n, "retention cleanup"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
+            }
+            if let Some(keep) = alert_retention {
+                match store.cleanup_alerts(clock.now_ms() - keep.as_millis() as i64).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "resolved alert groups past retention forgotten"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "alert retention cleanup failed"),
+                }
             }
         }
         n_ticks += 1;

@@ -33,6 +33,7 @@ pub struct RawAlerts {
     oncall: Vec<RawSchedule>,
     #[serde(default)]
     policy: BTreeMap<String, RawPolicy>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,8 @@ pub struct AlertsConfig {
     pub oncall: Vec<Schedule>,
     /// What a group of each severity does beyond its card; severities without one only get the card.
     pub policies: HashMap<Severity, Policy>,
+    /// How long a resolved group (its alerts and history) is kept.
+    pub retention: Duration,
 }
 
 /// The notification policy of a severity.
@@ -394,5 +397,13 @@ pub fn validate(
             policies.insert(severity, Policy { schedule, mention_oncall: raw.mention_oncall, escalate });
         }
     }
-    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts, storm, oncall, policies })
+    let retention = match raw.retention.as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(90 * 86_400),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            err("alerts.retention".into(), format!("not a duration ({e})"));
+            Duration::from_secs(90 * 86_400)
+        }
+    };
+    Some(AlertsConfig { sources, alertmanager, routes, shown_alerts, storm, oncall, policies, retention })
 }

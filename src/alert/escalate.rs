@@ -276,6 +276,7 @@ mod tests {
             storm: StormLimit { max_cards: 10, window_ms: 60_000 },
             oncall: vec![schedule],
             policies: HashMap::from([(Severity::Critical, policy())]),
+            retention: Duration::from_secs(86_400),
         };
         let people = HashMap::from([
             ("alice".to_owned(), vec![(PlatformKind::Telegram, "111".to_owned())]),

@@ -776,6 +776,27 @@ impl Store {
             .collect()
     }
 
+    /// Forgets alert groups resolved before `cut_ms`, with their alerts, history and placements.
+    pub async fn cleanup_alerts(&self, cut_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = "SELECT id FROM alert_groups WHERE state = 'resolved' AND updated_at < $1";
+        let mut n = 0;
+        for table in ["alert_history", "alert_placements", "alerts"] {
+            n += sqlx::query(&format!("DELETE FROM {table} WHERE group_id IN ({old})"))
+                .bind(cut_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        n += sqlx::query("DELETE FROM alert_groups WHERE state = 'resolved' AND updated_at < $1")
+            .bind(cut_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn count_alerts(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)

@@ -149,6 +149,14 @@ async fn suite(store: Store) {
     assert_eq!(one(&store, esc(3, false), NOW).await, Written::Alert(OpOutcome::Unchanged), "acked: no more steps");
     assert!(!store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third));
 
+    // Retention: resolved groups are forgotten after it, firing ones never.
+    let firing_before = store.firing_alert_groups(100).await.unwrap().len();
+    assert_eq!(op(&store, AlertOp::Resolve { group: third, by: "bob".into() }, NOW).await, OpOutcome::Done);
+    assert_eq!(store.cleanup_alerts(NOW - 1).await.unwrap(), 0, "not yet past retention");
+    assert!(store.cleanup_alerts(NOW + 1).await.unwrap() > 0);
+    assert!(store.alert_group(third).await.unwrap().is_none());
+    assert_eq!(store.firing_alert_groups(100).await.unwrap().len(), firing_before - 1, "firing groups stay");
+
     // One group of 3,000 alerts in one webhook (past the parameter limits of one statement).
     let big: Vec<IncomingAlert> = (0..3000).map(|i| alert("Big", &format!("h{i}"), Firing)).collect();
     let Written::AlertGroups(changed) = one(&store, ingest(big), NOW).await else { panic!() };

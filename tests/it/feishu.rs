@@ -13,6 +13,8 @@ const ENCRYPT_KEY: &str = "test key";
 struct Setup {
     fake: FakeFeishu,
     bot: Proc,
+    /// The bot's HTTP address.
+    addr: String,
     feishu: Callbacks,
     _dir: tempfile::TempDir,
 }
@@ -25,27 +27,28 @@ enum Secrets {
 }
 
 async fn setup() -> Setup {
-    setup_with(Secrets::EncryptKeyAndToken).await
+    setup_with(Secrets::EncryptKeyAndToken, "").await
 }
 
-async fn setup_with(secrets: Secrets) -> Setup {
+async fn setup_with(secrets: Secrets, extra: &str) -> Setup {
     let fake = FakeFeishu::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
          [feishu]\nmode = \"http\"\ndomain = \"{}\"\napp_id = \"{}\"\napp_secret_env = \"FEISHU_APP_SECRET\"\n\
          {}verification_token_env = \"FEISHU_VERIFICATION_TOKEN\"\nmax_body_bytes = 65536\n\
-         [access]\nallowed_chats = [\"feishu:*\"]\n[[principals]]\nname = \"alice\"\nroles = [\"admin\"]\nids = [\"feishu:ou_alice\"]\n",
+         [access]\nallowed_chats = [\"feishu:*\"]\n[[principals]]\nname = \"alice\"\nroles = [\"admin\"]\nids = [\"feishu:ou_alice\"]\n{}",
         fake.url(),
         super::fake_feishu::APP_ID,
         if secrets == Secrets::TokenOnly { "" } else { "encrypt_key_env = \"FEISHU_ENCRYPT_KEY\"\n" },
+        extra,
     );
     let path = write_config(dir.path(), &config);
     let env =
         [("FEISHU_APP_SECRET", APP_SECRET), ("FEISHU_ENCRYPT_KEY", ENCRYPT_KEY), ("FEISHU_VERIFICATION_TOKEN", "vtok")];
     let mut bot = Proc::spawn_with_env(&["run", "--config", path.to_str().unwrap()], dir.path(), &env);
     let addr = bot.http_addr().await;
-    Setup { fake, bot, feishu: Callbacks::new(&addr, ENCRYPT_KEY), _dir: dir }
+    Setup { fake, bot, feishu: Callbacks::new(&addr, ENCRYPT_KEY), addr, _dir: dir }
 }
 
 impl Setup {
@@ -168,7 +171,7 @@ async fn rate_limits_and_server_errors_are_retried_and_delivered_once() {
 
 #[tokio::test]
 async fn token_only_apps_and_old_card_callbacks() {
-    let s = setup_with(Secrets::TokenOnly).await;
+    let s = setup_with(Secrets::TokenOnly, "").await;
     let ping = message_event("ev-t1", "oc_ops", "group", "om_t1", "/status", true);
     assert_eq!(s.feishu.post_plain(&ping).await.0, 200);
     let card_message = s.wait_reply("om_t1").await;
@@ -187,6 +190,49 @@ async fn token_only_apps_and_old_card_callbacks() {
     wait_until("the card is patched", || async { s.fake.calls().iter().any(|c| c.kind == CallKind::Patch) }).await;
     assert!(s.replies_to("om_t2").is_empty());
     assert!(s.bot.terminate().await.success());
+}
+
+/// An alert routed to a Feishu chat: an interactive card and a post mentioning
+/// the on-call with an `at` element; Ack from the card patches it.
+#[tokio::test]
+async fn an_alert_card_in_feishu_is_acked_from_the_card() {
+    let alerts = "[alerts.sources.generic]\nauth = \"none\"\n[[alerts.routes]]\nchats = [\"feishu:oc_ops\"]\n\
+                  [[alerts.oncall]]\nname = \"p\"\nrotation = \"daily\"\npeople = [\"alice\"]\nhandover = \"2026-01-01T09:00\"\n\
+                  [alerts.policy.critical]\nschedule = \"p\"\nmention_oncall = true\n";
+    let s = setup_with(Secrets::EncryptKeyAndToken, alerts).await;
+    let addr = &s.addr;
+    let body = r#"{"alerts":[{"labels":{"alertname":"DiskFull","severity":"critical"},"annotations":{"summary":"disk 95% full"}}]}"#;
+    let response = reqwest::Client::new().post(format!("http://{addr}/hooks/generic")).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let sent_to_ops = |msg_type: &str| {
+        s.fake
+            .calls()
+            .into_iter()
+            .find(|c| c.kind == CallKind::Send { chat: "oc_ops".into() } && c.msg_type == msg_type)
+    };
+    wait_until("the card and the mention", || async {
+        sent_to_ops("interactive").is_some() && sent_to_ops("post").is_some()
+    })
+    .await;
+    let card_message = sent_to_ops("interactive").unwrap();
+    let card = card_message.card();
+    assert_eq!(card["header"]["template"], "red", "{card}");
+    let mention: Value = serde_json::from_str(&sent_to_ops("post").unwrap().content).unwrap();
+    let lines = mention["zh_cn"]["content"].as_array().unwrap();
+    assert_eq!(lines.last().unwrap()[0]["tag"], "at");
+    assert_eq!(lines.last().unwrap()[0]["user_id"], "ou_alice");
+
+    let ack = find_button_token(&card).expect("Ack is the card's first button");
+    let click = card_click("ev-ack", "oc_ops", &card_message.message_id, "ou_alice", &ack);
+    assert_eq!(s.feishu.post(&click, Signing::Valid).await.0, 200);
+    wait_until("the card is patched with the ack", || async {
+        s.fake.calls().iter().any(|c| {
+            c.kind == CallKind::Patch
+                && c.message_id == card_message.message_id
+                && c.content.contains("Acknowledged by alice")
+        })
+    })
+    .await;
 }
 
 fn find_button_token(value: &Value) -> Option<String> {

@@ -189,13 +189,24 @@ impl Notifier {
                     return Ok(Vec::new());
                 }
             };
-        let mut digests = Vec::new();
         let key = card::key(group.id);
+        let mut placements = placements;
+        // Copies `/alerts` or `/alert ID` posted in other chats are kept up to date too.
+        for chat in self.store.card_post_chats(&key).await? {
+            if !placements.iter().any(|(c, _)| *c == chat) {
+                placements.push((chat, None));
+            }
+        }
+        let mut digests = Vec::new();
         let mut replies = Vec::with_capacity(placements.len());
         for (chat, digest) in placements {
             if let Some(digest) = digest {
-                digests.push((chat, digest));
-                continue;
+                // A copy posted there anyway (`/alert ID`, `/alerts`) is kept up to date too.
+                let posted = !self.store.card_posts(&key, &chat).await?.is_empty();
+                digests.push((chat.clone(), digest));
+                if !posted {
+                    continue;
+                }
             }
             let locale = self.locales.for_chat(&chat);
             let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, now) {

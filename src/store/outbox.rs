@@ -208,6 +208,20 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Every chat where the card `key` was posted.
+    pub async fn card_post_chats(&self, key: &CardKey) -> Result<Vec<ChatRef>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT platform, chat_id FROM card_posts WHERE card_key = $1")
+            .bind(key.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .filter_map(|r| {
+                let platform: String = r.try_get("platform").ok()?;
+                Some(Ok(ChatRef::new(PlatformKind::parse(&platform)?, r.try_get::<String, _>("chat_id").ok()?)))
+            })
+            .collect()
+    }
+
     pub async fn card_posts(&self, key: &CardKey, chat: &ChatRef) -> Result<Vec<MessageId>, StoreError> {
         let rows = sqlx::query(
             "SELECT message_id FROM card_posts WHERE card_key = $1 AND platform = $2 AND chat_id = $3 ORDER BY posted_at",

@@ -354,9 +354,14 @@ async fn a_generic_alert_is_resolved_from_its_card_and_people_without_the_role_a
     press(&fake, OPS, &card, "Resolve", user(9999, "Mallory"), "cbq-m").await;
     wait_until("mallory is told", || async { fake.sent(OPS).iter().any(|s| s.text.contains("responder")) }).await;
     assert!(!fake.sent(OPS)[0].text.contains("RESOLVED"));
+    // Alice asks for /alerts in her DM, a chat no route names: she gets a live copy.
+    let dm = FakeTelegram::private_chat(ALICE, "Alice");
+    fake.push("message", FakeTelegram::text_message(1, dm, user(ALICE, "Alice"), "/alerts", None));
+    card_in(&fake, ALICE, "the copy in the DM", |c| c.text.contains("QueueStuck")).await;
     press(&fake, OPS, &card, "Resolve", user(ALICE, "Alice"), "cbq-r").await;
     let resolved = card_in(&fake, OPS, "the card is resolved", |c| c.text.contains("Resolved by alice")).await;
     assert!(resolved.text.contains("RESOLVED") && button(&resolved, "Ack").is_none());
+    card_in(&fake, ALICE, "the DM copy is updated too", |c| c.text.contains("Resolved by alice")).await;
     assert!(bot.terminate().await.success());
 }
 

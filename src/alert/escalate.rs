@@ -295,7 +295,15 @@ mod tests {
         let ingest = |name: &str| Write::AlertIngest(Arc::new(incoming(name)));
         journal.write(ingest("DiskFull")).await.unwrap();
 
-        let step = || async { said(&escalator.tick().await.unwrap()) };
+        // Stands in for the notifier: the group's latest card is queued before each step.
+        let step = || async {
+            for group in store.dirty_alert_groups(10).await.unwrap() {
+                let version = store.alert_group(group).await.unwrap().unwrap().version;
+                let notified = Write::AlertNotified { group, version, deliveries: vec![], tokens: vec![] };
+                journal.write(notified).await.unwrap();
+            }
+            said(&escalator.tick().await.unwrap())
+        };
         let first = step().await;
         assert_eq!(first.len(), 1);
         assert!(first[0].0.contains("#1 DiskFull is firing (critical)"), "{first:?}");

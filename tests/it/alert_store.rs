@@ -139,6 +139,10 @@ async fn suite(store: Store) {
     // Escalation steps are claimed once each; an ack stops them.
     let esc =
         |level, initial| Write::AlertEscalate { group: third, level, to: "alice".into(), initial, deliveries: vec![] };
+    // Only a group whose card is queued is a candidate: a mention never comes before its card.
+    assert!(!store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third));
+    let version = store.alert_group(third).await.unwrap().unwrap().version;
+    one(&store, Write::AlertNotified { group: third, version, deliveries: vec![], tokens: vec![] }, NOW).await;
     assert!(store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third && c.level == 0));
     assert_eq!(one(&store, esc(1, true), NOW).await, Written::Enqueued(vec![]));
     assert_eq!(one(&store, esc(1, true), NOW).await, Written::Alert(OpOutcome::Unchanged), "taken once");

@@ -103,9 +103,12 @@ async fn press(fake: &FakeTelegram, chat: i64, card: &Sent, label: &str, who: Va
     fake.push("callback_query", FakeTelegram::callback_query(id, who, message, &data));
 }
 
+/// The first card (an HTML message; texts and mentions are plain) in `chat`
+/// that passes `test`, once there is one.
 async fn card_in(fake: &FakeTelegram, chat: i64, what: &str, test: impl Fn(&Sent) -> bool) -> Sent {
-    wait_until(what, || async { fake.sent(chat).first().is_some_and(&test) }).await;
-    fake.sent(chat).remove(0)
+    let card = |s: &Sent| s.parse_mode.as_deref() == Some("HTML") && test(s);
+    wait_until(what, || async { fake.sent(chat).iter().any(card) }).await;
+    fake.sent(chat).into_iter().find(card).unwrap()
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ pub fn keyboard(card: &Card) -> Option<InlineKeyboardMarkup> {
 }
 
 fn html(card: &Card, body: &str, n_fields: usize, truncated_notice: Option<&str>) -> String {
-    let mut out = format!("{} <b>{}</b>\n", dot(card.color), escape(&card.title));
+    let mut out = format!("{} <b>{}</b>\n", dot(card.color), escape(&clip(&card.title, MAX_LINE)));
     let fields = &card.fields[..n_fields.min(card.fields.len())];
     if !fields.is_empty() {
         out.push('\n');
@@ -74,9 +74,20 @@ fn html(card: &Card, body: &str, n_fields: usize, truncated_notice: Option<&str>
         out.push_str(&format!("\n<i>{}</i>\n", escape(notice)));
     }
     if let Some(footer) = &card.footer {
-        out.push_str(&format!("\n<i>{}</i>\n", escape(footer)));
+        out.push_str(&format!("\n<i>{}</i>\n", escape(&clip(footer, MAX_LINE))));
     }
     out.trim_end().to_owned()
+}
+
+/// Title and footer are kept whole by the cutting above, so each is capped
+/// here: a card whose title alone filled the message could never be sent.
+const MAX_LINE: usize = 512;
+
+fn clip(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
+        None => text.into(),
+    }
 }
 
 fn dot(color: Color) -> &'static str {
@@ -388,5 +399,15 @@ mod tests {
         assert!(
             matches!(&entities[0].kind, teloxide::types::MessageEntityKind::TextLink { url } if url.as_str().ends_with("id=4242"))
         );
+    }
+
+    #[test]
+    fn a_title_or_footer_too_long_for_a_message_is_clipped() {
+        let mut card = card("body");
+        card.title = "T".repeat(10_000);
+        card.footer = Some("F".repeat(10_000));
+        let html = card_html(&card, "(cut)");
+        assert!(visible_len(&html) <= MAX_TEXT, "{}", visible_len(&html));
+        assert!(html.contains(&format!("{}…", "T".repeat(MAX_LINE))));
     }
 }

@@ -338,8 +338,10 @@ pub fn platform_error(e: RequestError) -> PlatformError {
         RequestError::Api(ApiError::Unknown(ref text)) if text.starts_with("Internal Server Error") => {
             PlatformError::Retryable(e.to_string())
         }
+        // Messages from the supergroup arrive with its new id, so conversations
+        // follow on their own; configured chats (alert routes) must be updated.
         RequestError::MigrateToChatId(to) => {
-            PlatformError::Rejected(format!("the group became supergroup {to}; replies go to the new chat"))
+            PlatformError::Rejected(format!("the group was upgraded to supergroup {to}: configure it as telegram:{to}"))
         }
         RequestError::Api(_) => PlatformError::Rejected(e.to_string()),
     }

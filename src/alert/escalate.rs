@@ -85,12 +85,19 @@ impl Escalator {
         }
         let now = self.clock.now_ms();
         let mut rows = Vec::new();
-        for candidate in self.store.escalation_candidates(now, 1000).await? {
-            let Some(policy) = self.config.policy(candidate.severity) else { continue };
-            let Some((level, step)) = due(policy, &candidate, now) else { continue };
-            rows.extend(self.take(&candidate, policy, level, step, now).await?);
+        // Every open group is looked at, page by page: groups past their last
+        // step stay candidates and must not crowd out later ones.
+        let mut after = 0;
+        loop {
+            let page = self.store.escalation_candidates(now, after, 500).await?;
+            let Some(last) = page.last() else { return Ok(rows) };
+            after = last.group;
+            for candidate in page {
+                let Some(policy) = self.config.policy(candidate.severity) else { continue };
+                let Some((level, step)) = due(policy, &candidate, now) else { continue };
+                rows.extend(self.take(&candidate, policy, level, step, now).await?);
+            }
         }
-        Ok(rows)
     }
 
     async fn take(

@@ -755,14 +755,21 @@ impl Store {
     /// Groups that may be due an escalation step at `now_ms`: firing, not
     /// acknowledged, not silenced, and with their latest card queued (so a
     /// mention never arrives before the card it is about).
-    pub async fn escalation_candidates(&self, now_ms: i64, limit: i64) -> Result<Vec<EscalationCandidate>, StoreError> {
+    /// A page of them: ids above `after`, in id order.
+    pub async fn escalation_candidates(
+        &self,
+        now_ms: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EscalationCandidate>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, severity, firing_since, escalation_level FROM alert_groups WHERE state = 'firing' \
              AND acked_by IS NULL AND firing_since IS NOT NULL AND dirty = 0 \
-             AND (silenced_until IS NULL OR silenced_until <= $1) \
-             ORDER BY id LIMIT $2",
+             AND (silenced_until IS NULL OR silenced_until <= $1) AND id > $2 \
+             ORDER BY id LIMIT $3",
         )
         .bind(now_ms)
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

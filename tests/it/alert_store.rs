@@ -140,10 +140,12 @@ async fn suite(store: Store) {
     let esc =
         |level, initial| Write::AlertEscalate { group: third, level, to: "alice".into(), initial, deliveries: vec![] };
     // Only a group whose card is queued is a candidate: a mention never comes before its card.
-    assert!(!store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third));
+    assert!(!store.escalation_candidates(NOW, 0, 100).await.unwrap().iter().any(|c| c.group == third));
     let version = store.alert_group(third).await.unwrap().unwrap().version;
     one(&store, Write::AlertNotified { group: third, version, deliveries: vec![], tokens: vec![] }, NOW).await;
-    assert!(store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third && c.level == 0));
+    let page = store.escalation_candidates(NOW, third - 1, 1).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.group).collect::<Vec<_>>(), [third], "pages go by id");
+    assert!(store.escalation_candidates(NOW, 0, 100).await.unwrap().iter().any(|c| c.group == third && c.level == 0));
     assert_eq!(one(&store, esc(1, true), NOW).await, Written::Enqueued(vec![]));
     assert_eq!(one(&store, esc(1, true), NOW).await, Written::Alert(OpOutcome::Unchanged), "taken once");
     assert_eq!(store.alert_group(third).await.unwrap().unwrap().escalated_to, None, "the first mention is not shown");
@@ -151,7 +153,7 @@ async fn suite(store: Store) {
     assert_eq!(store.alert_group(third).await.unwrap().unwrap().escalated_to.as_deref(), Some("alice"));
     assert_eq!(op(&store, AlertOp::Ack { group: third, by: "bob".into() }, NOW).await, OpOutcome::Done);
     assert_eq!(one(&store, esc(3, false), NOW).await, Written::Alert(OpOutcome::Unchanged), "acked: no more steps");
-    assert!(!store.escalation_candidates(NOW, 100).await.unwrap().iter().any(|c| c.group == third));
+    assert!(!store.escalation_candidates(NOW, 0, 100).await.unwrap().iter().any(|c| c.group == third));
 
     // Retention: resolved groups are forgotten after it, firing ones never.
     let firing_before = store.firing_alert_groups(100).await.unwrap().len();

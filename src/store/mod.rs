@@ -329,7 +329,7 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the SQLite database without blocking
-    /// writers; called every 100 ms (`app::housekeeping`) so commits never pay for a
+    /// writers; called every 25 ms (`app::housekeeping`) so commits never pay for a
     /// checkpoint and each one flushes little.
     /// PostgreSQL needs nothing of the kind.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {

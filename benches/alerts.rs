@@ -65,7 +65,7 @@ fn config(fake: &FakeTelegram) -> String {
 
 /// The webhook Alertmanager would send for `alerts` (indices) of `group`.
 fn webhook(group: usize, alerts: std::ops::Range<usize>) -> String {
-    let common = json!({"alertname": format!("HighLatency{group:02}"), "service": format!("svc-{group}"), "severity": if group % 5 == 0 { "critical" } else { "warning" }});
+    let common = json!({"alertname": format!("HighLatency{group:02}"), "service": format!("svc-{group}"), "severity": if group.is_multiple_of(5) { "critical" } else { "warning" }});
     let alerts: Vec<Value> = alerts
         .map(|i| {
             json!({

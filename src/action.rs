@@ -32,6 +32,25 @@ pub enum Action {
     AlertResolve {
         group: i64,
     },
+    /// Approve a pending ops run (not the requester's own; the approver role is checked on press).
+    RunApprove {
+        run: i64,
+    },
+    RunReject {
+        run: i64,
+    },
+    /// The requester withdraws a pending run.
+    RunCancel {
+        run: i64,
+    },
+    /// The requester starts a run that needs no approval.
+    RunStart {
+        run: i64,
+    },
+    /// Undo a finished run (through approval when its command asks for it).
+    RunRollback {
+        run: i64,
+    },
 }
 
 /// An action together with who may trigger it.

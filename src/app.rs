@@ -26,6 +26,7 @@ use crate::handler::Bot;
 use crate::http::{self, HttpState};
 use crate::i18n::Catalog;
 use crate::metrics as m;
+use crate::ops::{Runs, RunsParts};
 use crate::pipeline::dispatch::Dispatcher;
 use crate::pipeline::inbox::Inbox;
 use crate::pipeline::journal::Journal;
@@ -116,6 +117,7 @@ pub struct Running {
     pub stats: Arc<Stats>,
     pub channels: Channels,
     pub clock: Clock,
+    runs: Arc<Runs>,
     stop: CancellationToken,
     journal: Journal,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -192,10 +194,23 @@ pub async fn start(
         }
         None => None,
     };
+    let runs = Arc::new(Runs::new(RunsParts {
+        store: store.clone(),
+        journal: journal.clone(),
+        outbox: outbox.clone(),
+        cards: defs.cards.clone(),
+        catalog: defs.catalog.clone(),
+        commands: defs.commands.clone(),
+        locales: config.locales.clone(),
+        clock,
+        stats: stats.clone(),
+        data_dir: config.data_dir.clone(),
+    })?);
     let access = config.access.clone();
     let bot = Arc::new(Bot {
         store: store.clone(),
         alerts: alerts.clone(),
+        runs: runs.clone(),
         catalog: defs.catalog.clone(),
         commands: defs.commands.clone(),
         cards: defs.cards,
@@ -235,6 +250,10 @@ pub async fn start(
         ),
     ]);
 
+    // Runs a previous process left running are reported, never resumed.
+    runs.recover().await.context("recovering interrupted runs")?;
+    tasks.push(("run expiry", tokio::spawn(runs.clone().expire_loop(stop.clone()))));
+
     let pending = store.pending_events().await.context("reading pending events")?;
     if !pending.is_empty() {
         tracing::info!(n = pending.len(), "replaying events accepted before the last stop");
@@ -252,6 +271,7 @@ pub async fn start(
         stats,
         channels,
         clock,
+        runs,
         stop,
         journal,
         tasks,
@@ -262,9 +282,12 @@ impl Running {
     /// Waits up to `deadline` for in-flight events and queued replies, then
     /// stops every task. Replies still queued stay in the outbox for the next start.
     pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<()> {
-        let Running { inbox, store, stats, stop, journal, tasks, .. } = self;
+        let Running { inbox, store, stats, runs, stop, journal, tasks, .. } = self;
         // Dropping the last inbox handle ends the dispatcher once its queue is empty.
         drop(inbox);
+        // Running steps are stopped (their process groups killed) and recorded as
+        // interrupted, with their cards and notices queued before the drain.
+        runs.shutdown().await;
         tracing::info!("shutting down: draining in-flight events and queued replies");
         match stats.drain(&store, deadline).await {
             Ok(true) => tracing::info!("drained"),
@@ -512,7 +535,7 @@ async fn housekeeping(
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
-        if n_ticks % GAUGE_TICKS == 0 {
+        if n_ticks.is_multiple_of(GAUGE_TICKS) {
             if let (Ok(outbox), Ok(inbox)) = (store.outbox_pending_count().await, store.inbox_pending_count().await) {
                 metrics::gauge!(m::OUTBOX_DEPTH).set(outbox as f64);
                 metrics::gauge!(m::INBOX_PENDING).set(inbox as f64);
@@ -522,7 +545,7 @@ async fn housekeeping(
             }
         }
         // Starting with the first tick.
-        if n_ticks % CLEANUP_TICKS == 0 {
+        if n_ticks.is_multiple_of(CLEANUP_TICKS) {
             match store.cleanup(clock.now_ms(), p.inbox_retention, p.outbox_retention).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "retention cleanup"),
                 Ok(_) => {}

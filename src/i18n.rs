@@ -100,6 +100,23 @@ messages! {
     AlertSilenceTooLong = "alert.silence_too_long",
     AlertOncallFiring = "alert.oncall_firing",
     AlertEscalated = "alert.escalated",
+    RunInterrupted = "run.interrupted_notice",
+    RunAutoRollback = "run.auto_rollback_notice",
+    RunLocked = "run.locked",
+    RunEnvNotAllowed = "run.env_not_allowed",
+    RunCannotPlan = "run.cannot_plan",
+    RunSelfApproval = "run.self_approval",
+    RunApproverRole = "run.approver_role",
+    RunAlreadyApproved = "run.already_approved",
+    RunNotPending = "run.not_pending",
+    RunExpired = "run.expired",
+    RunNotFound = "run.not_found",
+    RunNothingToRollBack = "run.nothing_to_roll_back",
+    RunNoWayBack = "run.no_way_back",
+    RunAlreadyRolledBack = "run.already_rolled_back",
+    RunCommandGone = "run.command_gone",
+    RunRollbackRole = "run.rollback_role",
+    HistoryNoApp = "history.no_app",
 }
 
 /// Which locale a chat is answered in: the chat's own setting, else its

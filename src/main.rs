@@ -49,6 +49,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// The pretend deploy tool the bundled /deploy command runs in `opsclaw chat`.
+    #[command(hide = true)]
+    DemoApp {
+        /// deploy or verify
+        action: String,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +77,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::DemoApp { action, app, env, version } => {
+            Ok(ExitCode::from(opsclaw::ops::demo::run(&action, &app, &env, version.as_deref()).await?))
+        }
         Command::CheckConfig { file } => {
             let problems = app::check_config(&file);
             if problems.is_empty() {

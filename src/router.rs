@@ -165,9 +165,9 @@ mod tests {
         check("/h", Dm, false, "invoke help");
         check("/help status", Dm, false, r#"invoke help command=Str("status")"#);
         check("/stauts", Dm, false, r#"unknown stauts Some("status")"#);
-        check("/deploy", Dm, false, "unknown deploy None");
-        check("/deploy", Group, false, "ignore NotAddressed");
-        check("/deploy", Group, true, "unknown deploy None");
+        check("/restart", Dm, false, "unknown restart None");
+        check("/restart", Group, false, "ignore NotAddressed");
+        check("/restart", Group, true, "unknown restart None");
         check("/help a b", Dm, false, r#"bad help TooMany { value: "b" }"#);
         check("/help \"unclosed", Dm, false, "bad help UnterminatedQuote");
         check("/", Dm, false, "ignore Empty");

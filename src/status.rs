@@ -32,6 +32,8 @@ pub struct Stats {
     pub in_flight: AtomicI64,
     /// Signalled whenever an event completes or a delivery finishes.
     pub progress: Notify,
+    /// Ops runs executing in this process.
+    pub runs_active: AtomicI64,
     /// Set once migrations ran and the pipeline is up.
     pub started: AtomicBool,
 }
@@ -41,13 +43,16 @@ impl Stats {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Waits until no event is in flight and the outbox is empty, or until
-    /// `deadline` passes. Returns whether it drained.
+    /// Waits until no event is in flight, no run executes and the outbox is
+    /// empty, or until `deadline` passes. Returns whether it drained.
     pub async fn drain(&self, store: &Store, deadline: Duration) -> Result<bool, StoreError> {
         let until = tokio::time::Instant::now() + deadline;
         loop {
             let notified = self.progress.notified();
-            if self.in_flight() == 0 && store.outbox_pending_count().await? == 0 {
+            if self.in_flight() == 0
+                && self.runs_active.load(Ordering::SeqCst) == 0
+                && store.outbox_pending_count().await? == 0
+            {
                 return Ok(true);
             }
             // The timer catches rows that finish without signalling (another replica, a failed write).

@@ -30,8 +30,11 @@ impl CardId {
     pub const ALERT_HISTORY: CardId = CardId("alert_history");
     pub const ALERT_DIGEST: CardId = CardId("alert_digest");
     pub const ONCALL: CardId = CardId("oncall");
+    pub const RUN: CardId = CardId("run");
+    pub const RUN_HISTORY: CardId = CardId("run_history");
+    pub const AUDIT: CardId = CardId("audit");
     /// Templates the built-in handlers render; a template set without them is refused.
-    pub const REQUIRED: [CardId; 9] = [
+    pub const REQUIRED: [CardId; 12] = [
         Self::HELP,
         Self::HELP_COMMAND,
         Self::STATUS,
@@ -41,6 +44,9 @@ impl CardId {
         Self::ALERT_HISTORY,
         Self::ALERT_DIGEST,
         Self::ONCALL,
+        Self::RUN,
+        Self::RUN_HISTORY,
+        Self::AUDIT,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,9 +60,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alert_digest.toml", include_str!("../../cards/alert_digest.toml")),
     ("alert_history.toml", include_str!("../../cards/alert_history.toml")),
     ("alerts.toml", include_str!("../../cards/alerts.toml")),
+    ("audit.toml", include_str!("../../cards/audit.toml")),
     ("help.toml", include_str!("../../cards/help.toml")),
     ("help_command.toml", include_str!("../../cards/help_command.toml")),
     ("oncall.toml", include_str!("../../cards/oncall.toml")),
+    ("run.toml", include_str!("../../cards/run.toml")),
+    ("run_history.toml", include_str!("../../cards/run_history.toml")),
     ("status.toml", include_str!("../../cards/status.toml")),
     ("whoami.toml", include_str!("../../cards/whoami.toml")),
 ];

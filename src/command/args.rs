@@ -52,6 +52,10 @@ impl Args {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &ArgValue)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
+
+    pub fn insert(&mut self, name: &str, value: ArgValue) {
+        self.0.insert(name.to_owned(), value);
+    }
 }
 
 /// Why the arguments were refused; each variant has a catalog message.

@@ -32,10 +32,15 @@ pub enum Builtin {
     Silence,
     Alert,
     Oncall,
+    /// An ops command: its file's `[run]` section says what runs.
+    Run,
+    Rollback,
+    History,
+    Audit,
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 9] = [
+    const ALL: [(&'static str, Builtin); 13] = [
         ("help", Self::Help),
         ("ping", Self::Ping),
         ("whoami", Self::Whoami),
@@ -45,6 +50,10 @@ impl Builtin {
         ("silence", Self::Silence),
         ("alert", Self::Alert),
         ("oncall", Self::Oncall),
+        ("run", Self::Run),
+        ("rollback", Self::Rollback),
+        ("history", Self::History),
+        ("audit", Self::Audit),
     ];
 
     fn parse(s: &str) -> Option<Self> {
@@ -83,11 +92,18 @@ pub struct CommandSpec {
     pub role: Option<Role>,
     pub handler: Builtin,
     pub args: Vec<ArgSpec>,
+    /// What an ops command (`handler = "run"`) runs.
+    pub run: Option<Arc<crate::ops::spec::RunSpec>>,
     /// The file it came from, for error messages.
     pub source: String,
 }
 
 impl CommandSpec {
+    /// Commands whose refusals belong in the audit log.
+    pub fn is_ops(&self) -> bool {
+        matches!(self.handler, Builtin::Run | Builtin::Rollback)
+    }
+
     /// `/deploy <app> <version> [env] [--force]`
     pub fn usage(&self) -> String {
         let mut out = format!("/{}", self.name);
@@ -165,9 +181,13 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../../commands/ack.toml")),
     ("alert.toml", include_str!("../../commands/alert.toml")),
     ("alerts.toml", include_str!("../../commands/alerts.toml")),
+    ("audit.toml", include_str!("../../commands/audit.toml")),
+    ("deploy.toml", include_str!("../../commands/deploy.toml")),
     ("help.toml", include_str!("../../commands/help.toml")),
+    ("history.toml", include_str!("../../commands/history.toml")),
     ("oncall.toml", include_str!("../../commands/oncall.toml")),
     ("ping.toml", include_str!("../../commands/ping.toml")),
+    ("rollback.toml", include_str!("../../commands/rollback.toml")),
     ("silence.toml", include_str!("../../commands/silence.toml")),
     ("status.toml", include_str!("../../commands/status.toml")),
     ("whoami.toml", include_str!("../../commands/whoami.toml")),
@@ -266,6 +286,7 @@ struct RawCommand {
     handler: String,
     #[serde(default)]
     args: Vec<RawArg>,
+    run: Option<crate::ops::spec::RawRun>,
 }
 
 #[derive(Deserialize)]
@@ -335,6 +356,26 @@ fn validate(raw: RawCommand, file: &str, errors: &mut Vec<CommandFileError>) -> 
             Err((field, message)) => err(&format!("{key}.{field}"), message),
         }
     }
+    let run = match (handler, raw.run) {
+        (Some(Builtin::Run), Some(run)) => match crate::ops::spec::validate(run, &raw.name, &args) {
+            Ok(spec) => Some(Arc::new(spec)),
+            Err(problems) => {
+                for (key, message) in problems {
+                    err(&key, message);
+                }
+                None
+            }
+        },
+        (Some(Builtin::Run), None) => {
+            err("run", "handler `run` needs a [run] section with its steps".into());
+            None
+        }
+        (_, Some(_)) => {
+            err("run", "only commands with handler = \"run\" have a [run] section".into());
+            None
+        }
+        (_, None) => None,
+    };
     if errors.len() > before {
         return None;
     }
@@ -345,6 +386,7 @@ fn validate(raw: RawCommand, file: &str, errors: &mut Vec<CommandFileError>) -> 
         role,
         handler: handler.expect("checked above"),
         args,
+        run,
         source: file.to_owned(),
     })
 }
@@ -480,6 +522,7 @@ required = true
         let set = CommandSet::embedded().unwrap();
         assert_eq!(set.closest("stauts"), Some("status"));
         assert_eq!(set.closest("hepl"), Some("help"));
-        assert_eq!(set.closest("deploy"), None);
+        assert_eq!(set.closest("depoly"), Some("deploy"));
+        assert_eq!(set.closest("restart"), None);
     }
 }

@@ -56,7 +56,7 @@ pub async fn press(ctx: &Ctx<'_>, action: &Action) -> Result<Vec<Reply>, Handler
         }
         Action::AlertUnsilence { group } => unsilence(ctx, alerts, group).await?,
         Action::AlertResolve { group } => resolve(ctx, alerts, group).await?,
-        Action::RefreshStatus => unreachable!("not an alert action"),
+        _ => unreachable!("not an alert action"),
     };
     Ok(texts.into_iter().map(|text| Reply::text(ctx.event, text)).collect())
 }

@@ -31,6 +31,10 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
         alert @ (Builtin::Alerts | Builtin::Ack | Builtin::Silence | Builtin::Alert | Builtin::Oncall) => {
             super::alerts::invoke(ctx, alert, args).await
         }
+        Builtin::Run => super::ops::request(ctx, &invocation.command, args).await,
+        Builtin::Rollback => super::ops::rollback_command(ctx, args).await,
+        Builtin::History => super::ops::history(ctx, args).await,
+        Builtin::Audit => super::ops::audit(ctx, args).await,
     }
 }
 
@@ -53,6 +57,11 @@ pub async fn press(ctx: &Ctx<'_>, token: &ActionToken) -> Result<Vec<Reply>, Han
         Action::RefreshStatus => {
             Ok(vec![status_card(ctx, stored.card_key, CardMode::Update, stored.grant.role).await?])
         }
+        ref run @ (Action::RunApprove { .. }
+        | Action::RunReject { .. }
+        | Action::RunCancel { .. }
+        | Action::RunStart { .. }
+        | Action::RunRollback { .. }) => super::ops::press(ctx, run).await,
         ref alert => super::alerts::press(ctx, alert).await,
     }
 }

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod builtin;
+mod ops;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct Bot {
     pub store: Store,
     /// Present when `[alerts]` is configured.
     pub alerts: Option<Arc<crate::alert::Alerts>>,
+    /// Ops runs: requests, approvals, the runner and run cards.
+    pub runs: Arc<crate::ops::Runs>,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<CommandSet>,
     pub cards: Arc<CardSet>,
@@ -92,6 +95,13 @@ impl Bot {
                 let name = invocation.command.name.clone();
                 let result = match self.policy.check_role(&principal, invocation.command.role.as_ref()) {
                     Ok(()) => builtin::invoke(&ctx, &invocation).await,
+                    Err(denial) if invocation.command.is_ops() => {
+                        let detail = format!("{denial:?}");
+                        match ops::audit_refusal(&ctx, &name, None, "denied", detail).await {
+                            Ok(()) => Err(HandlerError::CommandDenied { command: name.clone(), denial }),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(denial) => Err(HandlerError::CommandDenied { command: name.clone(), denial }),
                 };
                 (name, result)
@@ -100,7 +110,15 @@ impl Bot {
             Route::Chat(_) => ("chat".to_owned(), Ok(vec![Reply::text(event, ctx.t(Msg::ChatHint, &[]))])),
             Route::Reject(rejection) => {
                 tracing::info!(?rejection, "command refused");
-                ("rejected".to_owned(), Ok(vec![Reply::text(event, explain_rejection(&ctx, &rejection))]))
+                let text = explain_rejection(&ctx, &rejection);
+                let result = match &rejection {
+                    // Bad arguments to an ops command (an injection attempt among them) are on record.
+                    Rejection::BadArguments { command, .. } if command.is_ops() => {
+                        ops::audit_refusal(&ctx, &command.name, None, "bad arguments", text.clone()).await
+                    }
+                    _ => Ok(()),
+                };
+                ("rejected".to_owned(), result.map(|()| vec![Reply::text(event, text)]))
             }
             Route::Ignore(_) => unreachable!("ignored events returned above"),
         };

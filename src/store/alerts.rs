@@ -788,7 +788,7 @@ impl Store {
 
     /// Forgets alert groups resolved before `cut_ms`, with their alerts, history and placements.
     pub async fn cleanup_alerts(&self, cut_ms: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let old = "SELECT id FROM alert_groups WHERE state = 'resolved' AND updated_at < $1";
         let mut n = 0;
         for table in ["alert_history", "alert_placements", "alerts"] {

@@ -10,6 +10,7 @@
 mod alerts;
 mod inbox;
 mod outbox;
+mod runs;
 mod tokens;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use crate::reply::CardKey;
 
 pub use alerts::{AlertOp, EscalationCandidate, OpOutcome, StormLimit};
 pub use outbox::NewDelivery;
+pub use runs::{AuditEntry, AuditView, Finish, NewRun, RunOp, RunOutcome, RunView, Who};
 pub use tokens::{NewToken, StoredGrant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub enum Write {
     /// Escalation step `level` of `group`, calling `to`, with its messages: all
     /// or nothing (`Written::Alert(Unchanged)` when the group was acked meanwhile).
     AlertEscalate { group: i64, level: i64, to: String, initial: bool, deliveries: Vec<NewDelivery> },
+    /// A change to an ops run (with its audit entry), or an audit entry alone.
+    Run(RunOp),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +101,7 @@ pub enum Written {
     /// Where a group is shown in each chat: its own card (`None`) or a digest.
     Placements(Vec<(ChatRef, Option<i64>)>),
     Alert(OpOutcome),
+    Run(RunOutcome),
     Done,
 }
 
@@ -166,6 +171,17 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred one that reads first cannot
+    /// upgrade after another connection committed (SQLITE_BUSY without
+    /// waiting), while an immediate one waits out the busy timeout.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Runs `writes` in one transaction and returns one result per write.
     /// When the batch fails as a whole, each write is retried alone so one
     /// bad write cannot fail its neighbours.
@@ -188,7 +204,7 @@ impl Store {
     /// independent (an event is accepted, completed and delivered in separate
     /// batches), so each kind is written with multi-row statements.
     async fn apply_all(&self, writes: &[Write], now_ms: i64) -> Result<Vec<Written>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut results = vec![Written::Done; writes.len()];
 
         let accepts: Vec<(usize, &Event)> = writes
@@ -205,7 +221,7 @@ impl Store {
             }
         }
 
-        // Alert writes depend on each other's state: applied one by one, in order.
+        // Alert and run writes depend on each other's state: applied one by one, in order.
         let mut skipped = std::collections::HashSet::new();
         for (i, write) in writes.iter().enumerate() {
             match write {
@@ -220,6 +236,7 @@ impl Store {
                     results[i] = Written::AlertGroups(alerts::ingest(&mut tx, ingest, now_ms).await?)
                 }
                 Write::Alert(op) => results[i] = Written::Alert(alerts::apply_op(&mut tx, op, now_ms).await?),
+                Write::Run(op) => results[i] = Written::Run(runs::apply_op(&mut tx, op, now_ms).await?),
                 Write::AlertNotified { group, version, .. } => alerts::mark_notified(&mut tx, *group, *version).await?,
                 Write::AlertPlace { group, chats, storm } => {
                     results[i] = Written::Placements(alerts::place(&mut tx, *group, chats, *storm, now_ms).await?)
@@ -235,7 +252,11 @@ impl Store {
         let mut posts: Vec<&(CardKey, ChatRef, MessageId)> = Vec::new();
         for (i, write) in writes.iter().enumerate() {
             match write {
-                Write::Accept(_) | Write::AlertIngest(_) | Write::Alert(_) | Write::AlertPlace { .. } => {}
+                Write::Accept(_)
+                | Write::AlertIngest(_)
+                | Write::Alert(_)
+                | Write::AlertPlace { .. }
+                | Write::Run(_) => {}
                 Write::AlertEscalate { deliveries: d, .. } => {
                     if !skipped.contains(&i) {
                         deliveries.extend(d);
@@ -417,11 +438,11 @@ impl Params {
 fn sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
-        }
+    if path != ":memory:"
+        && let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Connect(format!("cannot create {}: {e}", dir.display())))?;
     }
     let query = if query.contains("mode=") {
         query.to_owned()

@@ -203,10 +203,10 @@ impl LongConnection {
             1000040350 => return Err(ConnectError::Fatal(format!("connection limit exceeded (code {code}): {msg}"))),
             _ => return Err(ConnectError::Fatal(format!("endpoint refused the app (code {code}): {msg}"))),
         }
-        if let Some(raw) = body.pointer("/data/ClientConfig") {
-            if let Ok(raw) = serde_json::from_value::<RawClientConfig>(raw.clone()) {
-                config.update(&raw);
-            }
+        if let Some(raw) = body.pointer("/data/ClientConfig")
+            && let Ok(raw) = serde_json::from_value::<RawClientConfig>(raw.clone())
+        {
+            config.update(&raw);
         }
         let url = body
             .pointer("/data/URL")
@@ -283,8 +283,8 @@ impl LongConnection {
                     };
                     match frame.method {
                         METHOD_CONTROL => {
-                            if frame.header("type") == Some("pong") {
-                                if let Some(raw) = frame.payload.as_deref().filter(|p| !p.is_empty()).and_then(|p| serde_json::from_slice::<RawClientConfig>(p).ok()) {
+                            if frame.header("type") == Some("pong")
+                                && let Some(raw) = frame.payload.as_deref().filter(|p| !p.is_empty()).and_then(|p| serde_json::from_slice::<RawClientConfig>(p).ok()) {
                                     let before = config.ping_interval;
                                     config.update(&raw);
                                     if config.ping_interval != before {
@@ -292,7 +292,6 @@ impl LongConnection {
                                         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                                     }
                                 }
-                            }
                         }
                         METHOD_DATA => self.on_data(frame, &mut reassembly, &ack_tx, &in_flight, &mut sequence).await,
                         other => tracing::warn!(method = other, "frame of unknown method skipped"),

@@ -124,6 +124,23 @@ impl Proc {
             .expect("wait for opsclaw")
     }
 
+    /// SIGTERM, then waits for a graceful exit; returns what it wrote to
+    /// stderr that was not read before.
+    pub async fn terminate_with_stderr(mut self) -> String {
+        let pid = self.child.id().expect("opsclaw is running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("opsclaw exits after SIGTERM")
+            .expect("wait for opsclaw");
+        let mut lines = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            lines.push(line);
+        }
+        lines.join("\n")
+    }
+
     /// The address `opsclaw run` logged as its HTTP listener (JSON logs).
     pub async fn http_addr(&mut self) -> String {
         let line = self.expect_stderr("http listening").await;

@@ -1,7 +1,8 @@
 //! The integration test binary: the real `opsclaw` binary and library
 //! against temp SQLite databases, PostgreSQL when `OPSCLAW_TEST_PG_URL` is
 //! set, and a real Prometheus Alertmanager when `OPSCLAW_TEST_ALERTMANAGER`
-//! names its binary. Everything runs on 127.0.0.1; nothing sleeps to wait,
+//! names its binary; ops commands run the real scripts in `tests/ops/`.
+//! Everything runs on 127.0.0.1; nothing sleeps to wait,
 //! every wait is on a condition with a deadline.
 
 mod alert_store;
@@ -17,6 +18,8 @@ mod feishu;
 mod feishu_ws;
 mod harness;
 mod http;
+mod ops;
 mod outbox;
+mod run_store;
 mod store;
 mod telegram;

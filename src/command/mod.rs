@@ -518,6 +518,42 @@ required = true
     }
 
     #[test]
+    fn the_example_ops_commands_load_with_the_builtins() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/commands"));
+        let examples = read_toml_dir(dir).unwrap();
+        assert_eq!(examples.len(), 4);
+        // They replace the bundled demo /deploy.
+        let builtins =
+            EMBEDDED.iter().filter(|(n, _)| *n != "deploy.toml").map(|(n, s)| ((*n).to_owned(), (*s).to_owned()));
+        let set = CommandSet::from_files(builtins.chain(examples)).unwrap_or_else(|e| panic!("{e:#?}"));
+        for name in ["deploy", "canary", "compose_deploy", "hook_deploy"] {
+            assert!(set.get(name).and_then(|c| c.run.as_ref()).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn ops_commands_refuse_unconstrained_arguments_and_chat_chosen_programs() {
+        let base = "name = \"x\"\nsummary = { en = \"x\", zh-CN = \"x\" }\nhandler = \"run\"\n\
+                    [[args]]\nname = \"v\"\nkind = \"word\"\nrequired = true\n\
+                    [[args]]\nname = \"why\"\nkind = \"text\"\n[run]\n";
+        let cases = [
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"echo\", \"{{ v }}\"]\n", "needs a `pattern`"),
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"{{ v }}\"]\n", "the program may only use"),
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"echo\", \"{{ why }}\"]\n", "free text"),
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"echo\", \"{{ nope }}\"]\n", "unknown variable"),
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"echo\", \"{{ previous_version }}\"]\n", "only known in rollback"),
+            ("[[run.steps]]\nname = \"a\"\nargv = [\"echo\", \"{{ secrets.T }}\"]\n", "not listed in run.secrets"),
+            ("[[run.steps]]\nname = \"a\"\nkind = \"pause\"\n", "needs a duration"),
+            ("auto_rollback = true\n[[run.steps]]\nname = \"a\"\nargv = [\"true\"]\n", "needs [[run.rollback]]"),
+            ("", "at least one step"),
+        ];
+        for (run, expected) in cases {
+            let errors = load(&[("x.toml", &format!("{base}{run}"))]).unwrap_err();
+            assert!(errors.iter().any(|e| e.message.contains(expected)), "{run}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn closest_finds_typos_only() {
         let set = CommandSet::embedded().unwrap();
         assert_eq!(set.closest("stauts"), Some("status"));

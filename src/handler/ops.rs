@@ -374,7 +374,22 @@ pub async fn history(ctx: &Ctx<'_>, args: &Args) -> Result<Vec<Reply>, HandlerEr
     let app = args.str("app").unwrap_or_default();
     let env = args.str("env");
     let rows = ctx.bot.store.deployments(app, env, HISTORY_ROWS).await?;
-    let current = ctx.bot.store.deployed_version(app, env).await?;
+    // Without an environment, what runs where: one version per environment seen.
+    let current = match env {
+        Some(_) => ctx.bot.store.deployed_version(app, env).await?,
+        None => {
+            let mut envs: Vec<&str> = rows.iter().filter_map(|r| r.env.as_deref()).collect();
+            envs.sort_unstable();
+            envs.dedup();
+            let mut shown = Vec::new();
+            for e in envs {
+                if let Some(v) = ctx.bot.store.deployed_version(app, Some(e)).await? {
+                    shown.push(format!("{v} ({e})"));
+                }
+            }
+            if shown.is_empty() { ctx.bot.store.deployed_version(app, None).await? } else { Some(shown.join(", ")) }
+        }
+    };
     let runs: Vec<_> = rows
         .iter()
         .map(|r| {

@@ -176,6 +176,7 @@ mod tests {
             action: PlannedAction::Argv { argv: vec!["deploy".into(), "1.2.0".into()] },
             timeout_ms: 1000,
             output_cap: 1000,
+            env: vec![],
         };
         let plan = Plan {
             steps: vec![step("deploy", PlannedKind::Run), step("verify", PlannedKind::Verify { interval_ms: 10 })],

@@ -558,6 +558,9 @@ impl Runs {
                 let mut env: Vec<(String, String)> =
                     plan.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect();
                 env.extend(plan.secrets.iter().filter_map(|k| self.secrets.get(k).map(|v| (k.clone(), v.clone()))));
+                for (name, value) in &step.env {
+                    env.push((name.clone(), plan::with_secrets(value, &self.secrets)?));
+                }
                 let command = exec::Command { argv, env, workdir: workdir.to_owned(), timeout };
                 Ok(exec::run(&command, sink, &self.stop).await)
             }

@@ -37,6 +37,9 @@ pub struct PlannedStep {
     pub action: PlannedAction,
     pub timeout_ms: u64,
     pub output_cap: usize,
+    /// `run.set_env`, rendered for this step.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,11 +134,11 @@ pub fn target(spec: &RunSpec, args: &Args, vars: &Vars<'_>) -> Result<String, Pl
 pub fn render(spec: &RunSpec, args: &Args, vars: &Vars<'_>, target: &str, workdir: PathBuf) -> Result<Plan, PlanError> {
     let env = environment();
     let ctx = context(spec, args, vars, target, None);
-    let steps = render_steps(&env, &spec.steps, &ctx, "steps")?;
+    let steps = render_steps(&env, spec, &spec.steps, &ctx, "steps")?;
     let rollback = match (vars.current_version, spec.rollback.is_empty(), &spec.history) {
         (Some(previous), false, _) => {
             let ctx = context(spec, args, vars, target, Some(previous));
-            render_steps(&env, &spec.rollback, &ctx, "rollback")?
+            render_steps(&env, spec, &spec.rollback, &ctx, "rollback")?
         }
         (Some(previous), true, Some(history)) => {
             let mut again = Args::default();
@@ -144,13 +147,13 @@ pub fn render(spec: &RunSpec, args: &Args, vars: &Vars<'_>, target: &str, workdi
                 again.insert(k, v);
             }
             let ctx = context(spec, &again, vars, target, Some(previous));
-            render_steps(&env, &spec.steps, &ctx, "steps")?
+            render_steps(&env, spec, &spec.steps, &ctx, "steps")?
         }
         // Nothing was deployed before (or nothing is known of it): nothing to return to,
         // unless the rollback steps do not need to know (`kubectl rollout undo`).
         (None, false, _) if !uses_previous(&spec.rollback) => {
             let ctx = context(spec, args, vars, target, Some(""));
-            render_steps(&env, &spec.rollback, &ctx, "rollback")?
+            render_steps(&env, spec, &spec.rollback, &ctx, "rollback")?
         }
         _ => Vec::new(),
     };
@@ -180,10 +183,20 @@ fn uses_previous(steps: &[StepSpec]) -> bool {
 
 fn render_steps(
     env: &Environment<'_>,
+    spec: &RunSpec,
     steps: &[StepSpec],
     ctx: &Value,
     section: &str,
 ) -> Result<Vec<PlannedStep>, PlanError> {
+    let set_env = spec
+        .set_env
+        .iter()
+        .map(|(name, value)| {
+            env.render_str(value, ctx.clone())
+                .map(|v| (name.clone(), v))
+                .map_err(|e| PlanError::Render { what: format!("run.set_env.{name}"), message: e.to_string() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let r = |what: &str, text: &str| {
@@ -230,6 +243,7 @@ fn render_steps(
             action,
             timeout_ms: step.timeout.as_millis() as u64,
             output_cap: step.output_cap,
+            env: set_env.clone(),
         });
     }
     Ok(out)
@@ -313,6 +327,7 @@ mod tests {
             action: PlannedAction::Argv { argv: vec!["echo".into(), "a b".into(), "it's".into(), "v1.2".into()] },
             timeout_ms: 1,
             output_cap: 1,
+            env: vec![],
         };
         assert_eq!(step.display(), "echo 'a b' 'it'\\''s' v1.2");
     }

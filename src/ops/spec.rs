@@ -41,6 +41,8 @@ pub struct RunSpec {
     pub env: Vec<String>,
     /// Passed through like `env`, usable as `{{ secrets.NAME }}`, and redacted wherever output is shown or kept.
     pub secrets: Vec<String>,
+    /// Variables set for every step, as templates (`APP_VERSION = "{{ version }}"`).
+    pub set_env: Vec<(String, String)>,
     pub steps: Vec<StepSpec>,
     pub rollback: Vec<StepSpec>,
     /// A failed verify step starts the rollback at once.
@@ -115,6 +117,8 @@ pub(crate) struct RawRun {
     env: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    set_env: BTreeMap<String, String>,
     timeout: Option<String>,
     output_cap: Option<toml::Value>,
     #[serde(default)]
@@ -301,6 +305,12 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
             }
         }
     }
+    for (name, value) in &raw.set_env {
+        if !valid_env_name(name) {
+            problems.push(("run.set_env".into(), format!("`{name}` is not an environment variable name")));
+        }
+        check(format!("run.set_env.{name}"), value, false, &mut problems);
+    }
     let timeout = match raw.timeout.as_deref().map(|t| duration("run.timeout", t)) {
         None => DEFAULT_TIMEOUT,
         Some(Ok(d)) => d,
@@ -415,6 +425,7 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
         workdir: raw.workdir,
         env: raw.env,
         secrets: raw.secrets,
+        set_env: raw.set_env.into_iter().collect(),
         steps,
         rollback,
         auto_rollback: raw.auto_rollback,

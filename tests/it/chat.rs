@@ -182,3 +182,52 @@ async fn alerts_in_the_console_chat_as_the_readme_shows() {
         "{out}"
     );
 }
+
+/// The README's deploy walk-through: the bundled /deploy runs the demo app
+/// end to end, a broken version rolls back by itself, staging needs another
+/// person's approval, and /history and /audit show what happened.
+#[tokio::test]
+async fn deploys_in_the_console_chat_as_the_readme_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(
+        &["chat"],
+        dir.path(),
+        &[
+            "/deploy demo 1.2.0",
+            "1",
+            "/deploy demo 1.3.0-broken",
+            "3",
+            "/deploy demo 1.4.0 staging",
+            "6",
+            ":user sam",
+            "6",
+            "/deploy demo 1.0;rm -rf /",
+            ":user you",
+            "/history demo",
+            "/audit 5",
+        ],
+    )
+    .await;
+    assert_in_order(
+        &out,
+        &[
+            "🚀 /deploy demo/local — waiting [yellow] (card #1)",
+            "[1] Run  [2] Cancel",
+            "🚀 /deploy demo/local — succeeded [green] (card #1 updated)",
+            "demo 1.2.0 is live in local",
+            "Version 1.3.0-broken (now 1.2.0)",
+            "health check of demo 1.3.0-broken in local: HTTP 500 from /healthz",
+            "↩️ Run #2 failed its verify step: rolling back to 1.2.0 as run #3.",
+            "↩️ Rollback demo/local — succeeded [green]",
+            "🔐 Needs 1 approval(s) from role “approver” (not the requester)",
+            "You requested run #4: someone else with the role “approver” must approve it.",
+            "(you are now sam)",
+            "🚀 /deploy demo/staging — succeeded [green]",
+            "approved by sam",
+            "/deploy: <version> “1.0;rm” is not allowed",
+            "Deployed now: **1.2.0 (local), 1.4.0 (staging)**",
+            "Audit log: the last 5 entries",
+            "**sam** refuse /deploy → bad arguments",
+        ],
+    );
+}

@@ -252,6 +252,28 @@ async fn a_prod_deploy_needs_someone_elses_approval_and_a_failed_verify_rolls_ba
     assert!(button(&failed, "Roll back").is_none(), "{}", failed.text);
     bot.say(BOB, "Bob", "/rollback pay prod").await;
     bot.text("already rolled back by run #3").await;
+
+    // A good deploy, rolled back later from its card: through approval, as prod asks.
+    bot.say(BOB, "Bob", "/deploy pay 1.2.0 prod").await;
+    let preview = bot.card(4, "Approve").await;
+    bot.press(&preview, "Approve", ALICE, "Alice").await;
+    let done = bot.card(4, "succeeded").await;
+    bot.press(&done, "Roll back", CAROL, "Carol").await;
+    let rollback = bot.card(5, "Approve").await;
+    assert!(
+        rollback.text.contains("Rollback pay/prod") && rollback.text.contains("undoes run #4"),
+        "{}",
+        rollback.text
+    );
+    bot.press(&rollback, "Approve", BOB, "Bob").await;
+    bot.card(5, "succeeded").await;
+    bot.card(4, "Rolled back as run #5").await;
+    assert_eq!(bot.read("current").trim(), "1.0.0");
+    assert!(
+        bot.read("calls.log").ends_with("deploy 1.2.0 prod\nverify\nrollback 1.0.0\n"),
+        "{}",
+        bot.read("calls.log")
+    );
     bot.stop().await;
 }
 

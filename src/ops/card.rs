@@ -14,6 +14,15 @@ use crate::store::RunView;
 
 /// Lines of stored output a finished run's card shows.
 const FINAL_TAIL: usize = 15;
+/// Characters of one output line a card shows (lines may be 4 KiB; a card is not the place).
+const LINE_CHARS: usize = 240;
+
+fn clip(line: &str) -> String {
+    match line.char_indices().nth(LINE_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
 
 pub fn color(state: &str) -> &'static str {
     match state {
@@ -114,11 +123,11 @@ pub fn values(
         .map(|p| p.rollback.iter().map(|s| context! { name => s.name, display => s.display() }).collect())
         .unwrap_or_default();
     let tail: Vec<String> = match progress {
-        Some(p) => p.tail.iter().cloned().collect(),
+        Some(p) => p.tail.iter().map(|l| clip(l)).collect(),
         None => {
             let out = run.output.as_deref().unwrap_or("");
             let lines: Vec<&str> = out.lines().collect();
-            lines[lines.len().saturating_sub(FINAL_TAIL)..].iter().map(|l| (*l).to_owned()).collect()
+            lines[lines.len().saturating_sub(FINAL_TAIL)..].iter().map(|l| clip(l)).collect()
         }
     };
     let duration = match (run.started_at, run.finished_at) {

@@ -395,3 +395,27 @@ async fn a_run_cut_off_by_a_crash_is_reported_interrupted_and_not_run_again() {
     bot.card(2, "Run").await;
     bot.stop().await;
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_stops_a_running_step_and_says_so_before_exiting() {
+    let mut bot = Bot::start().await;
+    bot.say(ALICE, "Alice", "/deploy pay 5.0.0-slow").await;
+    let preview = bot.card(1, "Run").await;
+    bot.press(&preview, "Run", ALICE, "Alice").await;
+    wait_until("the slow deploy started", || async { bot.data("slow.pid").exists() }).await;
+    let pid = bot.read("slow.pid");
+    bot.stop().await;
+    // The step's process group went with it, and the chat was told before the bot exited.
+    assert!(!pid_alive(&pid), "the step's sleep {pid} outlived the shutdown");
+    let all = bot.everything();
+    assert!(all.contains("Run #1 on pay/staging was interrupted during step “deploy”"), "{all}");
+    assert!(all.contains("stopped: opsclaw is shutting down"), "{all}");
+
+    bot.proc = Some(spawn(bot.dir.path(), &bot.fake).await);
+    bot.say(ALICE, "Alice", "/audit").await;
+    let audit = bot.text("Audit log").await;
+    assert!(audit.text.contains("opsclaw finish /deploy #1 pay/staging → interrupted"), "{}", audit.text);
+    assert!(!audit.text.contains("opsclaw interrupt"), "already recorded at shutdown: {}", audit.text);
+    assert_eq!(bot.read("calls.log").matches("deploy 5.0.0-slow").count(), 1);
+    bot.stop().await;
+}

@@ -18,6 +18,7 @@ pub mod event;
 pub mod handler;
 pub mod http;
 pub mod i18n;
+pub mod kb;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

@@ -49,6 +49,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Build or search a knowledge base index of Markdown runbooks.
+    Kb {
+        #[command(subcommand)]
+        action: KbAction,
+    },
     /// The pretend deploy tool the bundled /deploy command runs in `opsclaw chat`.
     #[command(hide = true)]
     DemoApp {
@@ -60,6 +65,29 @@ enum Command {
         env: String,
         #[arg(long)]
         version: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbAction {
+    /// Index every Markdown file under the roots (replacing an index in IDX).
+    Index {
+        /// A directory of Markdown files; repeat for more.
+        #[arg(long, required = true)]
+        root: Vec<PathBuf>,
+        #[arg(long)]
+        index: PathBuf,
+    },
+    /// Print the best documents for QUERY (`-`: one query per line from stdin, JSON out).
+    Search {
+        #[arg(long)]
+        index: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// One JSON object per hit (per query with `-`).
+        #[arg(long)]
+        json: bool,
+        query: String,
     },
 }
 
@@ -77,6 +105,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Kb { action } => kb(action),
         Command::DemoApp { action, app, env, version } => {
             Ok(ExitCode::from(opsclaw::ops::demo::run(&action, &app, &env, version.as_deref()).await?))
         }
@@ -149,6 +178,52 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", join(&e)))
+}
+
+fn kb(action: KbAction) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, Write};
+
+    use opsclaw::kb::Kb;
+    match action {
+        KbAction::Index { root, index } => {
+            tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
+            let started = std::time::Instant::now();
+            let (_, stats) = Kb::build(&root, &index)?;
+            println!(
+                "indexed {} documents ({} passages) into {} in {:.2?}; {} skipped",
+                stats.documents,
+                stats.passages,
+                index.display(),
+                started.elapsed(),
+                stats.skipped.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KbAction::Search { index, limit, json, query } => {
+            let kb = Kb::open(&index)?;
+            let mut out = std::io::stdout().lock();
+            if query == "-" {
+                for line in std::io::stdin().lock().lines() {
+                    let q = line?;
+                    let hits = kb.search(&q, limit).unwrap_or_default();
+                    writeln!(out, "{}", serde_json::json!({ "q": q, "hits": hits }))?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let hits = kb.search(&query, limit)?;
+            for (i, hit) in hits.iter().enumerate() {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(hit)?)?;
+                } else {
+                    writeln!(out, "{}. {} — {} ({:.2})\n   {}", i + 1, hit.path, hit.heading, hit.score, hit.snippet)?;
+                }
+            }
+            if hits.is_empty() && !json {
+                eprintln!("nothing found");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn join(errors: &[config::ConfigError]) -> String {

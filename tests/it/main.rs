@@ -18,6 +18,7 @@ mod feishu;
 mod feishu_ws;
 mod harness;
 mod http;
+mod kb;
 mod ops;
 mod outbox;
 mod run_store;

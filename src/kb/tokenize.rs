@@ -1,0 +1,182 @@
+//! One analyzer for Chinese and English text: runs of Han characters are cut
+//! into words by jieba (search mode, so long words also yield their parts);
+//! everything else is split into letters-and-digits words, with CamelCase and
+//! dotted or dashed names also split into their parts (`NodeRAIDDiskFailure`
+//! also gives `node`, `raid`, `disk`, `failure`). Words are then lower-cased
+//! and stemmed (English), so "restarting" finds "restarts".
+
+use std::sync::{Arc, LazyLock};
+
+use jieba_rs::Jieba;
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
+};
+
+/// The analyzer's name in the index's tokenizer manager.
+pub const NAME: &str = "opsclaw";
+
+static JIEBA: LazyLock<Arc<Jieba>> = LazyLock::new(|| Arc::new(Jieba::new()));
+
+pub fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(Mixed { jieba: JIEBA.clone() })
+        .filter(RemoveLongFilter::limit(48))
+        .filter(LowerCaser)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+#[derive(Clone)]
+pub struct Mixed {
+    jieba: Arc<Jieba>,
+}
+
+pub struct MixedStream {
+    tokens: Vec<Token>,
+    next: usize,
+}
+
+impl Tokenizer for Mixed {
+    type TokenStream<'a> = MixedStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> MixedStream {
+        MixedStream { tokens: split(&self.jieba, text), next: 0 }
+    }
+}
+
+impl TokenStream for MixedStream {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+fn is_han(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{2A6DF}')
+}
+
+#[derive(PartialEq)]
+enum Class {
+    Han,
+    Word,
+    Other,
+}
+
+fn class(c: char) -> Class {
+    if is_han(c) {
+        Class::Han
+    } else if c.is_alphanumeric() {
+        Class::Word
+    } else {
+        Class::Other
+    }
+}
+
+fn push(tokens: &mut Vec<Token>, text: &str, from: usize, to: usize, position: usize) {
+    tokens.push(Token {
+        offset_from: from,
+        offset_to: to,
+        position,
+        text: text[from..to].to_owned(),
+        position_length: 1,
+    });
+}
+
+fn split(jieba: &Jieba, text: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut position = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        let kind = class(c);
+        if kind == Class::Other {
+            continue;
+        }
+        let mut end = start + c.len_utf8();
+        while let Some(&(i, next)) = chars.peek() {
+            if class(next) != kind {
+                break;
+            }
+            end = i + next.len_utf8();
+            chars.next();
+        }
+        match kind {
+            Class::Han => {
+                for word in jieba.cut_for_search(&text[start..end], true) {
+                    push(&mut tokens, text, start + word.byte_start, start + word.byte_end, position);
+                    position += 1;
+                }
+            }
+            Class::Word => {
+                push(&mut tokens, text, start, end, position);
+                let parts = camel_parts(&text[start..end]);
+                if parts.len() > 1 {
+                    for (from, to) in parts {
+                        push(&mut tokens, text, start + from, start + to, position);
+                    }
+                }
+                position += 1;
+            }
+            Class::Other => unreachable!("skipped above"),
+        }
+    }
+    tokens
+}
+
+/// `NodeRAIDDiskFailure` → Node, RAID, Disk, Failure; `k8s` stays whole.
+fn camel_parts(word: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<(usize, char)> = word.char_indices().collect();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for i in 1..chars.len() {
+        let (prev, cur) = (chars[i - 1].1, chars[i].1);
+        let next = chars.get(i + 1).map(|(_, c)| *c);
+        let boundary = (prev.is_lowercase() && cur.is_uppercase())
+            || (prev.is_uppercase() && cur.is_uppercase() && next.is_some_and(char::is_lowercase));
+        if boundary {
+            parts.push((from, chars[i].0));
+            from = chars[i].0;
+        }
+    }
+    parts.push((from, word.len()));
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(text: &str) -> Vec<String> {
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(t) = stream.next() {
+            out.push(t.text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn english_is_lower_cased_stemmed_and_camel_case_is_split() {
+        assert_eq!(terms("Restarting pods"), ["restart", "pod"]);
+        let t = terms("NodeRAIDDiskFailure fired");
+        for part in ["noderaiddiskfailur", "node", "raid", "disk", "failur", "fire"] {
+            assert!(t.contains(&part.to_owned()), "{part} not in {t:?}");
+        }
+        assert_eq!(terms("k8s: (\"*-\")"), ["k8s"]);
+    }
+
+    #[test]
+    fn chinese_is_cut_into_words_next_to_english() {
+        let t = terms("磁盘满了怎么处理 kubectl");
+        assert!(t.contains(&"磁盘".to_owned()), "{t:?}");
+        assert!(t.contains(&"处理".to_owned()), "{t:?}");
+        assert!(t.contains(&"kubectl".to_owned()), "{t:?}");
+    }
+}

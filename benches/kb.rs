@@ -1,0 +1,103 @@
+//! Knowledge base benchmark: retrieval quality over `../shared/kb-corpus`
+//! with the development questions in `benches/kb_questions.tsv`
+//! (recall@5 and MRR@10 per language), search latency, and the time to index
+//! 10,000 Markdown files (the corpus copied over and over, renamed).
+//!
+//!     cargo bench --bench kb -- [--corpus ../shared/kb-corpus] [--files 10000] [--misses]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use opsclaw::kb::Kb;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn copy_tree(from: &Path, to: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()), files);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            files.push((to.join(entry.file_name()), std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+fn main() {
+    let corpus = PathBuf::from(arg("--corpus").unwrap_or_else(|| "../shared/kb-corpus".into()));
+    let n_files: usize = arg("--files").and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let show_misses = std::env::args().any(|a| a == "--misses");
+    if !corpus.join("runbooks").is_dir() {
+        eprintln!("kb bench: skipped: no corpus at {} (--corpus DIR)", corpus.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = vec![corpus.join("runbooks"), corpus.join("k8s-zh")];
+    let started = Instant::now();
+    let (kb, stats) = Kb::build(&roots, &tmp.path().join("index")).unwrap();
+    println!("corpus: {} documents, {} passages indexed in {:.2?}", stats.documents, stats.passages, started.elapsed());
+
+    let questions = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/kb_questions.tsv")).unwrap();
+    let mut per_lang: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
+    let mut latencies = Vec::new();
+    for line in questions.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let mut parts = line.splitn(3, '\t');
+        let (lang, expected, question) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let t = Instant::now();
+        let hits = kb.search(question, 10).unwrap();
+        latencies.push(t.elapsed());
+        let rank = hits.iter().position(|h| h.path == expected);
+        let entry = per_lang.entry(lang).or_default();
+        entry.0 += 1;
+        if rank.is_some_and(|r| r < 5) {
+            entry.1 += 1;
+        }
+        entry.2 += rank.map_or(0.0, |r| 1.0 / (r as f64 + 1.0));
+        if show_misses && rank.is_none_or(|r| r > 0) {
+            let got: Vec<&str> = hits.iter().take(3).map(|h| h.path.as_str()).collect();
+            println!("  miss [{lang}] {question:?}: want {expected} (rank {rank:?}), got {got:?}");
+        }
+    }
+    for (lang, (n, top5, rr)) in &per_lang {
+        println!("{lang}: {n} questions, recall@5 {:.3}, MRR@10 {:.3}", *top5 as f64 / *n as f64, rr / *n as f64);
+    }
+    // Latency: the questions again, many times.
+    let qs: Vec<&str> =
+        questions.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.splitn(3, '\t').nth(2)).collect();
+    for _ in 0..20 {
+        for q in &qs {
+            let t = Instant::now();
+            let _ = kb.search(q, 5).unwrap();
+            latencies.push(t.elapsed());
+        }
+    }
+    latencies.sort();
+    println!(
+        "search: {} queries, p50 {:.2?}, p99 {:.2?}, max {:.2?}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+
+    // Index build at scale: the corpus's files copied until there are n_files.
+    let mut files = Vec::new();
+    copy_tree(&corpus, Path::new(""), &mut files);
+    let big = tmp.path().join("big");
+    for i in 0..n_files {
+        let (path, bytes) = &files[i % files.len()];
+        let target = big.join(format!("copy{}", i / files.len())).join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+    let started = Instant::now();
+    let (_, stats) = Kb::build(&[big], &tmp.path().join("big-index")).unwrap();
+    println!("index build: {} files ({} passages) in {:.2?}", stats.documents, stats.passages, started.elapsed());
+}

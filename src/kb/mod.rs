@@ -23,6 +23,28 @@ pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
 /// Longest query read; longer ones are refused.
 pub const MAX_QUERY_CHARS: usize = 1000;
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// Ops shorthand and the words runbooks use for it. A query with the left
+/// side also looks for the right side, at `SYNONYM_WEIGHT`.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("ntp", "clock synchronising"),
+    ("pvc", "persistent volume"),
+    ("pv", "persistent volume"),
+    ("inode", "files"),
+    ("inodes", "files"),
+    ("fd", "file descriptor"),
+    ("fds", "file descriptors"),
+    ("oom", "out of memory"),
+    ("oomkilled", "out of memory"),
+    ("k8s", "kubernetes"),
+    ("cert", "certificate"),
+    ("certs", "certificates"),
+    ("hpa", "horizontal pod autoscaler"),
+    ("apiserver", "api server"),
+    ("crashloop", "crash looping"),
+    ("域名", "dns"),
+    ("证书", "certificate"),
+];
+const SYNONYM_WEIGHT: f32 = 0.5;
 /// How much a document's second matching passage adds to its best one.
 const SECOND_PASSAGE: f32 = 0.3;
 
@@ -223,7 +245,25 @@ impl Kb {
         terms
     }
 
-    fn query(&self, terms: &[String]) -> BooleanQuery {
+    /// Terms the query's shorthand stands for, not already in `terms`.
+    fn synonyms(&self, query: &str, terms: &[String]) -> Vec<String> {
+        let lower = query.to_lowercase();
+        let words: HashSet<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let mut extra = Vec::new();
+        for (short, long) in SYNONYMS {
+            let present = if short.is_ascii() { words.contains(short) } else { lower.contains(short) };
+            if present {
+                for t in self.terms(long) {
+                    if !terms.contains(&t) && !extra.contains(&t) {
+                        extra.push(t);
+                    }
+                }
+            }
+        }
+        extra
+    }
+
+    fn query(&self, terms: &[String], synonyms: &[String]) -> BooleanQuery {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (name, boost) in BOOSTS {
@@ -233,9 +273,10 @@ impl Kb {
                 "heading" => f.heading,
                 _ => f.body,
             };
-            for term in terms {
+            let weighted = terms.iter().map(|t| (t, boost)).chain(synonyms.iter().map(|t| (t, boost * SYNONYM_WEIGHT)));
+            for (term, weight) in weighted {
                 let q = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::WithFreqs);
-                clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), boost))));
+                clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight))));
             }
         }
         BooleanQuery::new(clauses)
@@ -250,7 +291,8 @@ impl Kb {
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let query = self.query(&terms);
+        let synonyms = self.synonyms(query, &terms);
+        let query = self.query(&terms, &synonyms);
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         let mut snippets = SnippetGenerator::create(&searcher, &query, self.fields.body)?;
@@ -322,12 +364,13 @@ mod tests {
             "---\ntitle: Disk full\naliases: [NodeFilesystemAlmostOutOfSpace]\n---\n# Disk full\n\n## Diagnosis\n\nRun df -h and find what grows under /var/log.\n",
         );
         write(root.path(), "cpu.md", "# High CPU\n\nA process spins. Use top and perf.\n");
+        write(root.path(), "clock.md", "# Clock not synchronising\n\nCheck chronyd and the time sources.\n");
         write(root.path(), "zh/磁盘.md", "# 磁盘空间不足\n\n## 处理\n\n清理日志文件，扩容磁盘。\n");
         std::fs::write(root.path().join("bin.md"), b"\x00\x01binary").unwrap();
         std::fs::write(root.path().join("latin1.md"), b"caf\xe9").unwrap();
         let roots = vec![root.path().to_owned()];
         let (kb, stats) = Kb::build(&roots, &idx.path().join("i")).unwrap();
-        assert_eq!(stats.documents, 3);
+        assert_eq!(stats.documents, 4);
         assert_eq!(stats.skipped.len(), 2, "{:?}", stats.skipped);
 
         let hits = kb.search("disk is full, what grows in /var/log?", 5).unwrap();
@@ -338,6 +381,8 @@ mod tests {
         assert_eq!(hits[0].path, "disk/disk-full.md");
         let hits = kb.search("磁盘满了怎么处理", 5).unwrap();
         assert_eq!(hits[0].path, "zh/磁盘.md");
+        // Shorthand finds the words runbooks use.
+        assert_eq!(kb.search("ntp broken", 5).unwrap()[0].path, "clock.md");
         // Query syntax is just text; nothing matching is an empty answer.
         assert!(kb.search("\"(*:-)\"", 5).unwrap().is_empty());
         assert!(kb.search("", 5).unwrap().is_empty());

@@ -24,7 +24,7 @@ use crate::card::{CardId, CardSet};
 use crate::clock::{Clock, format_ms};
 use crate::event::ChatRef;
 use crate::i18n::LocaleRules;
-use crate::pipeline::dispatch::{prepare, queued};
+use crate::pipeline::dispatch::prepare;
 use crate::pipeline::journal::{Journal, JournalError};
 use crate::pipeline::outbox::Outbox;
 use crate::reply::{CardKey, CardMode, Reply, ReplyBody};
@@ -144,20 +144,12 @@ impl Notifier {
         // Renders of one digest differ by time; the outbox sends only the latest waiting one.
         let prefix = format!("alert-digest:{digest}:{now}:{}", self.renders.fetch_add(1, Ordering::Relaxed));
         let (deliveries, tokens) = prepare(&prefix, vec![reply], now, TOKEN_TTL);
-        self.enqueue(Write::Enqueue { deliveries: deliveries.clone(), tokens }, deliveries, now).await
+        self.enqueue(Write::Enqueue { deliveries: deliveries.clone(), tokens }, deliveries).await
     }
 
-    async fn enqueue(&self, write: Write, deliveries: Vec<NewDelivery>, now: i64) -> Result<(), StoreError> {
-        match self.journal.write(write).await {
-            Ok(Written::Enqueued(ids)) => {
-                let rows = deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
-                self.outbox.hand_off(rows).await;
-                Ok(())
-            }
-            Ok(other) => {
-                tracing::error!(?other, "queued alert cards were answered as something else");
-                Ok(())
-            }
+    async fn enqueue(&self, write: Write, deliveries: Vec<NewDelivery>) -> Result<(), StoreError> {
+        match self.outbox.commit(write, deliveries).await {
+            Ok(()) => Ok(()),
             Err(JournalError::Store(e)) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "the journal stopped; alert cards stay to be queued");
@@ -227,7 +219,7 @@ impl Notifier {
         let (deliveries, tokens) = prepare(&prefix, replies, now, TOKEN_TTL);
         let write =
             Write::AlertNotified { group: group.id, version: group.version, deliveries: deliveries.clone(), tokens };
-        self.enqueue(write, deliveries, now).await?;
+        self.enqueue(write, deliveries).await?;
         Ok(digests)
     }
 }

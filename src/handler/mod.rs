@@ -3,7 +3,9 @@
 //! [`Bot::handle`] is the one place that routes, applies policy, calls the
 //! handler and turns every error into what the user sees (logged once, in
 //! the event's span). Handlers return [`Reply`] values and never send; they
-//! reach the outside world only through the [`Store`].
+//! reach the outside world only through the [`Store`] and the services on
+//! [`Bot`]: alerts (Alertmanager silences) and runs (which execute approved
+//! runs and re-render their cards through the outbox).
 
 mod alerts;
 mod builtin;
@@ -162,12 +164,17 @@ impl Bot {
     }
 }
 
+/// The presser's roles, for a refusal: "deployer, viewer" or "none".
+fn roles_text(ctx: &Ctx<'_>) -> String {
+    let roles = ctx.principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+    if roles.is_empty() { ctx.t(Msg::None, &[]) } else { roles }
+}
+
 fn explain_denial(ctx: &Ctx<'_>, denial: &Denial, command: Option<&str>) -> String {
     match denial {
         Denial::ChatNotAllowed { chat } => ctx.t(Msg::DeniedChat, &[("chat", &chat.to_string())]),
         Denial::MissingRole { role } => {
-            let roles = ctx.principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-            let roles = if roles.is_empty() { ctx.t(Msg::None, &[]) } else { roles };
+            let roles = roles_text(ctx);
             match command {
                 Some(command) => {
                     ctx.t(Msg::DeniedRole, &[("role", role.as_str()), ("command", command), ("roles", &roles)])

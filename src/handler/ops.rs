@@ -45,11 +45,6 @@ fn state_name(ctx: &Ctx<'_>, state: &str) -> String {
     ctx.bot.catalog.lookup(ctx.locale, &format!("run.state_{state}"), &[]).unwrap_or_else(|| state.to_owned())
 }
 
-fn roles(ctx: &Ctx<'_>) -> String {
-    let roles = ctx.principal.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-    if roles.is_empty() { ctx.t(Msg::None, &[]) } else { roles }
-}
-
 /// The arguments as typed, for the run row and the audit log (redacted).
 fn args_json(runs: &Runs, args: &Args) -> String {
     let map: serde_json::Map<String, serde_json::Value> = args
@@ -97,9 +92,12 @@ pub async fn request(ctx: &Ctx<'_>, command: &CommandSpec, args: &Args) -> Resul
     let runs = runs(ctx);
     let spec = command.run.as_ref().expect("handler `run` commands have a [run] section");
     let args_text = args_json(runs, args);
-    let refuse = |reason: String| async move {
-        audit_refusal(ctx, &command.name, Some(args_json(runs, args)), "refused", reason.clone()).await?;
-        Ok::<_, HandlerError>(text(ctx, Msg::RunCannotPlan, &[("command", &command.name), ("reason", &reason)]))
+    let refuse = |reason: String| {
+        let args_text = args_text.clone();
+        async move {
+            audit_refusal(ctx, &command.name, Some(args_text), "refused", reason.clone()).await?;
+            Ok::<_, HandlerError>(text(ctx, Msg::RunCannotPlan, &[("command", &command.name), ("reason", &reason)]))
+        }
     };
     if let Err(e) = plan::check_args(args) {
         return refuse(e.to_string()).await;
@@ -117,8 +115,14 @@ pub async fn request(ctx: &Ctx<'_>, command: &CommandSpec, args: &Args) -> Resul
         && !spec.environments.contains(env)
     {
         let allowed = spec.environments.join(", ");
-        audit_refusal(ctx, &command.name, Some(args_text), "refused", format!("environment `{env}` is not allowed"))
-            .await?;
+        audit_refusal(
+            ctx,
+            &command.name,
+            Some(args_text.clone()),
+            "refused",
+            format!("environment `{env}` is not allowed"),
+        )
+        .await?;
         return Ok(text(
             ctx,
             Msg::RunEnvNotAllowed,
@@ -137,7 +141,7 @@ pub async fn request(ctx: &Ctx<'_>, command: &CommandSpec, args: &Args) -> Resul
         requester: &requester,
         current_version: current.as_deref(),
         opsclaw: &runs.opsclaw,
-        data_dir: &runs.data_dir,
+        data_dir: &runs.parts.data_dir,
     };
     let target = match plan::target(spec, args, &vars) {
         Ok(t) if !t.is_empty() => t,
@@ -240,7 +244,7 @@ async fn rollback(ctx: &Ctx<'_>, run: &RunView) -> Result<Vec<Reply>, HandlerErr
         ctx.bot.policy.check_role(ctx.principal, command.role.as_ref())
     {
         refuse(format!("missing role {role} to roll back /{}", run.command)).await?;
-        let roles = roles(ctx);
+        let roles = super::roles_text(ctx);
         return Ok(text(
             ctx,
             Msg::RunRollbackRole,
@@ -322,7 +326,7 @@ pub async fn press(ctx: &Ctx<'_>, action: &Action) -> Result<Vec<Reply>, Handler
                 };
                 runs.write(RunOp::Audit(Box::new(entry))).await?;
                 tracing::info!(run = id, by = %by.key, role, "approval refused: missing role");
-                let roles = roles(ctx);
+                let roles = super::roles_text(ctx);
                 return Ok(text(ctx, Msg::RunApproverRole, &[("id", &ids), ("role", &role), ("roles", &roles)]));
             }
             if matches!(action, Action::RunApprove { .. }) {

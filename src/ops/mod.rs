@@ -36,7 +36,7 @@ use crate::clock::Clock;
 use crate::command::CommandSet;
 use crate::event::ThreadId;
 use crate::i18n::{Catalog, LocaleRules, Msg};
-use crate::pipeline::dispatch::{prepare, queued};
+use crate::pipeline::dispatch::prepare;
 use crate::pipeline::journal::{Journal, JournalError};
 use crate::pipeline::outbox::Outbox;
 use crate::reply::{CardKey, CardMode, Reply, ReplyBody};
@@ -93,16 +93,7 @@ impl Live {
 
 /// The runner and the one writer of run cards.
 pub struct Runs {
-    pub store: Store,
-    pub journal: Journal,
-    pub outbox: Arc<Outbox>,
-    pub cards: Arc<CardSet>,
-    pub catalog: Arc<Catalog>,
-    pub commands: Arc<CommandSet>,
-    pub locales: LocaleRules,
-    pub clock: Clock,
-    pub stats: Arc<Stats>,
-    pub data_dir: PathBuf,
+    pub parts: RunsParts,
     /// This binary, for command files that run `{{ opsclaw }}` (the demo).
     pub opsclaw: PathBuf,
     pub redactor: Redactor,
@@ -132,9 +123,8 @@ pub struct RunsParts {
 
 impl Runs {
     pub fn new(parts: RunsParts) -> anyhow::Result<Self> {
-        let RunsParts { store, journal, outbox, cards, catalog, commands, locales, clock, stats, data_dir } = parts;
         let mut secrets = BTreeMap::new();
-        for command in commands.iter() {
+        for command in parts.commands.iter() {
             for name in command.run.iter().flat_map(|r| &r.secrets) {
                 if let Ok(value) = std::env::var(name) {
                     secrets.insert(name.clone(), value);
@@ -148,16 +138,7 @@ impl Runs {
             .build()
             .map_err(|e| anyhow::anyhow!("building the HTTP client for run steps: {e}"))?;
         Ok(Self {
-            store,
-            journal,
-            outbox,
-            cards,
-            catalog,
-            commands,
-            locales,
-            clock,
-            stats,
-            data_dir,
+            parts,
             opsclaw,
             redactor,
             secrets,
@@ -172,7 +153,7 @@ impl Runs {
 
     /// One write through the journal.
     pub async fn write(&self, op: RunOp) -> Result<RunOutcome, JournalError> {
-        match self.journal.write(Write::Run(op)).await? {
+        match self.parts.journal.write(Write::Run(op)).await? {
             Written::Run(outcome) => Ok(outcome),
             other => unreachable!("a run op is answered with its outcome, not {other:?}"),
         }
@@ -194,12 +175,19 @@ impl Runs {
 
     async fn try_refresh(&self, id: i64) -> anyhow::Result<()> {
         let _one_at_a_time = self.render.lock().await;
-        let Some(run) = self.store.run(id).await? else { return Ok(()) };
-        let now = self.clock.now_ms();
-        let locale = self.locales.for_chat(&run.chat);
-        let rollbacks = self.store.rollbacks_of(id).await?;
-        let draft =
-            card::render(&self.cards, &self.commands, locale, &run, self.progress(id).as_ref(), &rollbacks, now)?;
+        let Some(run) = self.parts.store.run(id).await? else { return Ok(()) };
+        let now = self.parts.clock.now_ms();
+        let locale = self.parts.locales.for_chat(&run.chat);
+        let rollbacks = self.parts.store.rollbacks_of(id).await?;
+        let draft = card::render(
+            &self.parts.cards,
+            &self.parts.commands,
+            locale,
+            &run,
+            self.progress(id).as_ref(),
+            &rollbacks,
+            now,
+        )?;
         let reply = Reply {
             chat: run.chat.clone(),
             reply_to: None,
@@ -210,21 +198,13 @@ impl Runs {
     }
 
     async fn enqueue(&self, prefix: &str, replies: Vec<Reply>) -> anyhow::Result<()> {
-        let now = self.clock.now_ms();
-        let (deliveries, tokens) = prepare(&prefix, replies, now, TOKEN_TTL);
-        match self.journal.write(Write::Enqueue { deliveries: deliveries.clone(), tokens }).await? {
-            Written::Enqueued(ids) => {
-                let rows = deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
-                self.outbox.hand_off(rows).await;
-                Ok(())
-            }
-            other => anyhow::bail!("queued run replies were answered as {other:?}"),
-        }
+        let (deliveries, tokens) = prepare(&prefix, replies, self.parts.clock.now_ms(), TOKEN_TTL);
+        Ok(self.parts.outbox.commit(Write::Enqueue { deliveries: deliveries.clone(), tokens }, deliveries).await?)
     }
 
     /// A text into the run's chat (an interruption, an automatic rollback).
     async fn notice(&self, run: &RunView, key: &str, msg: Msg, args: &[(&str, &str)]) {
-        let text = self.catalog.text(self.locales.for_chat(&run.chat), msg, args);
+        let text = self.parts.catalog.text(self.parts.locales.for_chat(&run.chat), msg, args);
         let reply = Reply {
             chat: run.chat.clone(),
             reply_to: None,
@@ -244,7 +224,7 @@ impl Runs {
         let RunOutcome::Runs(ids) = self.write(RunOp::Interrupt { reason }).await? else { return Ok(()) };
         for id in ids {
             tracing::warn!(run = id, "a run was interrupted by a restart; it is not re-run");
-            if let Ok(Some(run)) = self.store.run(id).await {
+            if let Ok(Some(run)) = self.parts.store.run(id).await {
                 let step = run.step.clone().unwrap_or_else(|| "-".into());
                 let ids = id.to_string();
                 self.notice(
@@ -269,7 +249,7 @@ impl Runs {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            match self.store.runs_to_expire(self.clock.now_ms()).await {
+            match self.parts.store.any_run_expired(self.parts.clock.now_ms()).await {
                 Ok(true) => match self.write(RunOp::Expire).await {
                     Ok(RunOutcome::Runs(ids)) => {
                         for id in ids {
@@ -289,9 +269,9 @@ impl Runs {
     /// Starts executing `run` (which the store already moved to running).
     pub fn launch(self: &Arc<Self>, run: i64) {
         let runs = self.clone();
-        self.stats.runs_active.fetch_add(1, Ordering::SeqCst);
+        self.parts.stats.runs_active.fetch_add(1, Ordering::SeqCst);
         self.tasks.spawn(async move {
-            let stats = runs.stats.clone();
+            let stats = runs.parts.stats.clone();
             runs.execute(run).await;
             stats.runs_active.fetch_sub(1, Ordering::SeqCst);
             stats.progress.notify_waiters();
@@ -307,7 +287,7 @@ impl Runs {
     }
 
     async fn execute(self: Arc<Self>, id: i64) {
-        let run = match self.store.run(id).await {
+        let run = match self.parts.store.run(id).await {
             Ok(Some(run)) if run.state == "running" => run,
             Ok(_) => return,
             Err(e) => {
@@ -446,7 +426,8 @@ impl Runs {
                 }
             })
         };
-        let workdir = if plan.workdir.is_absolute() { plan.workdir.clone() } else { self.data_dir.join(&plan.workdir) };
+        let workdir =
+            if plan.workdir.is_absolute() { plan.workdir.clone() } else { self.parts.data_dir.join(&plan.workdir) };
         for (i, step) in plan.steps.iter().enumerate() {
             if let Err(e) = self.write(RunOp::Step { run: run.id, step: step.name.clone() }).await {
                 tracing::warn!(run = run.id, error = %e, "recording the current step failed");

@@ -225,6 +225,19 @@ fn size(key: &str, value: &toml::Value) -> Result<usize, Problem> {
     Ok(n)
 }
 
+/// An optional setting: its value, the default when it is absent, and the
+/// default (with the problem recorded) when it is wrong, so checking goes on.
+fn or_default<T>(setting: Option<Result<T, Problem>>, default: T, problems: &mut Vec<Problem>) -> T {
+    match setting {
+        None => default,
+        Some(Ok(value)) => value,
+        Some(Err(problem)) => {
+            problems.push(problem);
+            default
+        }
+    }
+}
+
 fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -276,14 +289,11 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
                 problems.push(("run.approval.approvers".into(), "must be between 1 and 5".into()));
             }
             let role = Role::parse(&a.role).map_err(|m| problems.push(("run.approval.role".into(), m))).ok();
-            let expires = match a.expires.as_deref().map(|e| duration("run.approval.expires", e)) {
-                None => DEFAULT_APPROVAL_EXPIRY,
-                Some(Ok(d)) => d,
-                Some(Err(p)) => {
-                    problems.push(p);
-                    DEFAULT_APPROVAL_EXPIRY
-                }
-            };
+            let expires = or_default(
+                a.expires.as_deref().map(|e| duration("run.approval.expires", e)),
+                DEFAULT_APPROVAL_EXPIRY,
+                &mut problems,
+            );
             for env in &a.environments {
                 if !raw.environments.is_empty() && !raw.environments.contains(env) {
                     problems.push(("run.approval.environments".into(), format!("`{env}` is not in run.environments")));
@@ -311,22 +321,10 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
         }
         check(format!("run.set_env.{name}"), value, false, &mut problems);
     }
-    let timeout = match raw.timeout.as_deref().map(|t| duration("run.timeout", t)) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(d)) => d,
-        Some(Err(p)) => {
-            problems.push(p);
-            DEFAULT_TIMEOUT
-        }
-    };
-    let output_cap = match raw.output_cap.as_ref().map(|v| size("run.output_cap", v)) {
-        None => DEFAULT_OUTPUT_CAP,
-        Some(Ok(n)) => n,
-        Some(Err(p)) => {
-            problems.push(p);
-            DEFAULT_OUTPUT_CAP
-        }
-    };
+    let timeout =
+        or_default(raw.timeout.as_deref().map(|t| duration("run.timeout", t)), DEFAULT_TIMEOUT, &mut problems);
+    let output_cap =
+        or_default(raw.output_cap.as_ref().map(|v| size("run.output_cap", v)), DEFAULT_OUTPUT_CAP, &mut problems);
     let mut steps_of = |list: Vec<RawStep>, section: &str, problems: &mut Vec<Problem>| -> Vec<StepSpec> {
         let rollback = section == "rollback";
         let mut out = Vec::new();

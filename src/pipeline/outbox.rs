@@ -17,7 +17,8 @@ use rand::Rng;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::journal::Journal;
+use super::dispatch::queued;
+use super::journal::{Journal, JournalError};
 use super::lanes::{LaneRx, Lanes};
 use super::rate::TokenBucket;
 use crate::clock::Clock;
@@ -26,7 +27,7 @@ use crate::metrics as m;
 use crate::platform::{ChatPlatform, Content, Outbound, PlatformError};
 use crate::reply::{CardKey, CardMode, QueuedBody, QueuedReply};
 use crate::status::Stats;
-use crate::store::{Store, StoreError, Write};
+use crate::store::{NewDelivery, Store, StoreError, Write, Written};
 
 /// How often the sweep looks for stranded rows, and how old they must be:
 /// fresh rows are handed over directly, so the sweep only catches what a
@@ -113,6 +114,20 @@ impl Outbox {
     /// pending events are replayed, so replies keep their order per chat.
     pub async fn load_pending(self: &Arc<Self>) -> Result<(), StoreError> {
         self.sweep(i64::MAX).await
+    }
+
+    /// Commits `write`, which queues `deliveries` (replies no event caused:
+    /// alert cards, run cards, notices), and hands the new rows over.
+    pub async fn commit(self: &Arc<Self>, write: Write, deliveries: Vec<NewDelivery>) -> Result<(), JournalError> {
+        let now = self.clock.now_ms();
+        match self.journal.write(write).await? {
+            Written::Enqueued(ids) => {
+                let rows = deliveries.into_iter().zip(ids).filter_map(|(d, id)| Some(queued(d, id?, now))).collect();
+                self.hand_off(rows).await;
+            }
+            other => tracing::error!(?other, "queued replies were answered as something else"),
+        }
+        Ok(())
     }
 
     /// Queues replies whose completion just committed. All are claimed at

@@ -709,8 +709,8 @@ impl Store {
             .collect()
     }
 
-    /// Pending runs whose approval time is over, for the expiry sweep.
-    pub async fn runs_to_expire(&self, now_ms: i64) -> Result<bool, StoreError> {
+    /// Whether a pending run's approval time is over: the expiry sweep writes only then.
+    pub async fn any_run_expired(&self, now_ms: i64) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE state = 'pending' AND expires_at < $1")
             .bind(now_ms)
             .fetch_one(&self.pool)

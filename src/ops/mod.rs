@@ -216,6 +216,12 @@ impl Runs {
         }
     }
 
+    async fn notice_interrupted(&self, run: &RunView, step: Option<&str>) {
+        let id = run.id.to_string();
+        let args = [("id", id.as_str()), ("target", run.target.as_str()), ("step", step.unwrap_or("-"))];
+        self.notice(run, "interrupted", Msg::RunInterrupted, &args).await;
+    }
+
     /// At startup: runs a previous process left running are marked
     /// interrupted and reported in their chats. They are never re-run: only
     /// a person can tell whether the target is half-deployed.
@@ -225,15 +231,7 @@ impl Runs {
         for id in ids {
             tracing::warn!(run = id, "a run was interrupted by a restart; it is not re-run");
             if let Ok(Some(run)) = self.parts.store.run(id).await {
-                let step = run.step.clone().unwrap_or_else(|| "-".into());
-                let ids = id.to_string();
-                self.notice(
-                    &run,
-                    "interrupted",
-                    Msg::RunInterrupted,
-                    &[("id", &ids), ("target", &run.target), ("step", &step)],
-                )
-                .await;
+                self.notice_interrupted(&run, run.step.as_deref()).await;
             }
             self.refresh(id).await;
         }
@@ -352,15 +350,7 @@ impl Runs {
         }
         tracing::info!(run = id, state = outcome.state, duration_ms, "run finished");
         if outcome.state == "interrupted" {
-            let step = outcome.step.unwrap_or_else(|| "-".into());
-            let ids = id.to_string();
-            self.notice(
-                &run,
-                "interrupted",
-                Msg::RunInterrupted,
-                &[("id", &ids), ("target", &run.target), ("step", &step)],
-            )
-            .await;
+            self.notice_interrupted(&run, outcome.step.as_deref()).await;
         } else if outcome.verify_failed && plan.auto_rollback && run.kind == "run" && !plan.rollback.is_empty() {
             self.auto_rollback(&run, &plan).await;
         }

@@ -115,6 +115,10 @@ impl Proc {
 
     /// SIGTERM, then waits for a graceful exit; returns its status.
     pub async fn terminate(mut self) -> ExitStatus {
+        self.sigterm_and_wait().await
+    }
+
+    async fn sigterm_and_wait(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("opsclaw is running").to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
         assert!(sent.success(), "kill -TERM {pid}");
@@ -127,13 +131,7 @@ impl Proc {
     /// SIGTERM, then waits for a graceful exit; returns what it wrote to
     /// stderr that was not read before.
     pub async fn terminate_with_stderr(mut self) -> String {
-        let pid = self.child.id().expect("opsclaw is running").to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
-        tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .expect("opsclaw exits after SIGTERM")
-            .expect("wait for opsclaw");
+        self.sigterm_and_wait().await;
         let mut lines = Vec::new();
         while let Some(line) = self.stderr.recv().await {
             lines.push(line);

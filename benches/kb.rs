@@ -1,6 +1,7 @@
 //! Knowledge base benchmark: retrieval quality over `../shared/kb-corpus`
 //! with the development questions in `benches/kb_questions.tsv`
-//! (recall@5 and MRR@10 per language), search latency, and the time to index
+//! (recall@5 and MRR@10 per language; how many right answers and off-topic
+//! questions pass the relevance bar), search latency, and the time to index
 //! 10,000 Markdown files (the corpus copied over and over, renamed).
 //!
 //!     cargo bench --bench kb -- [--corpus ../shared/kb-corpus] [--files 10000] [--misses]
@@ -8,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use opsclaw::kb::Kb;
+use opsclaw::kb::config::DEFAULT_RELEVANCE;
+use opsclaw::kb::{Kb, Root};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -39,20 +41,36 @@ fn main() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let roots = vec![corpus.join("runbooks"), corpus.join("k8s-zh")];
+    let roots = vec![Root::dir(corpus.join("runbooks")), Root::dir(corpus.join("k8s-zh"))];
     let started = Instant::now();
-    let (kb, stats) = Kb::build(&roots, &tmp.path().join("index")).unwrap();
+    let (kb, stats) = Kb::build(roots, &tmp.path().join("index")).unwrap();
     println!("corpus: {} documents, {} passages indexed in {:.2?}", stats.documents, stats.passages, started.elapsed());
 
     let questions = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/kb_questions.tsv")).unwrap();
     let mut per_lang: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
     let mut latencies = Vec::new();
+    // Relevance of the top hit: for questions whose top hit is right, and for off-topic ones.
+    let (mut on_topic, mut off_topic) = (Vec::new(), Vec::new());
     for line in questions.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         let mut parts = line.splitn(3, '\t');
         let (lang, expected, question) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
         let t = Instant::now();
         let hits = kb.search(question, 10).unwrap();
         latencies.push(t.elapsed());
+        let relevance = hits.first().map_or(0.0, |h| kb.relevance(question, h));
+        if expected == "-" {
+            off_topic.push(relevance);
+            if show_misses && relevance >= DEFAULT_RELEVANCE {
+                println!("  answered off-topic [{lang}] {question:?} with {} ({relevance:.2})", hits[0].path);
+            }
+            continue;
+        }
+        if hits.first().is_some_and(|h| h.path == expected) {
+            on_topic.push(relevance);
+            if show_misses && relevance < DEFAULT_RELEVANCE {
+                println!("  found but not relevant enough [{lang}] {question:?} ({relevance:.2})");
+            }
+        }
         let rank = hits.iter().position(|h| h.path == expected);
         let entry = per_lang.entry(lang).or_default();
         entry.0 += 1;
@@ -68,6 +86,19 @@ fn main() {
     for (lang, (n, top5, rr)) in &per_lang {
         println!("{lang}: {n} questions, recall@5 {:.3}, MRR@10 {:.3}", *top5 as f64 / *n as f64, rr / *n as f64);
     }
+    on_topic.sort_by(f32::total_cmp);
+    off_topic.sort_by(f32::total_cmp);
+    if show_misses {
+        println!("  relevance of right top hits: {on_topic:.2?}\n  of off-topic questions: {off_topic:.2?}");
+    }
+    let above = |v: &[f32]| v.iter().filter(|&&r| r >= DEFAULT_RELEVANCE).count();
+    println!(
+        "relevance >= {DEFAULT_RELEVANCE}: {}/{} right top hits, {}/{} off-topic questions",
+        above(&on_topic),
+        on_topic.len(),
+        above(&off_topic),
+        off_topic.len()
+    );
     // Latency: the questions again, many times.
     let qs: Vec<&str> =
         questions.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.splitn(3, '\t').nth(2)).collect();
@@ -98,6 +129,6 @@ fn main() {
         std::fs::write(target, bytes).unwrap();
     }
     let started = Instant::now();
-    let (_, stats) = Kb::build(&[big], &tmp.path().join("big-index")).unwrap();
+    let (_, stats) = Kb::build(vec![Root::dir(&big)], &tmp.path().join("big-index")).unwrap();
     println!("index build: {} files ({} passages) in {:.2?}", stats.documents, stats.passages, started.elapsed());
 }

@@ -25,6 +25,9 @@ use crate::event::ChatKind;
 use crate::handler::Bot;
 use crate::http::{self, HttpState};
 use crate::i18n::Catalog;
+use crate::kb::llm::Llm;
+use crate::kb::service::{Knowledge, KnowledgeParts};
+use crate::kb::{Kb, Root};
 use crate::metrics as m;
 use crate::ops::{Runs, RunsParts};
 use crate::pipeline::dispatch::Dispatcher;
@@ -118,6 +121,7 @@ pub struct Running {
     pub channels: Channels,
     pub clock: Clock,
     runs: Arc<Runs>,
+    kb: Arc<Knowledge>,
     stop: CancellationToken,
     journal: Journal,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -148,6 +152,11 @@ pub async fn start(
     };
     let outbox = Outbox::new(store.clone(), journal.clone(), platforms, retry, stats.clone(), clock, stop.clone());
     let mut tasks = Vec::new();
+    let kb = knowledge(config, &defs, outbox.clone(), clock).await?;
+    if config.kb.watch {
+        let watcher = crate::kb::watch::spawn(kb.kb.clone(), stop.clone()).context("watching the knowledge base")?;
+        tasks.push(("knowledge base watcher", watcher));
+    }
     let alerts = match &config.alerts {
         Some(alerts_config) => {
             let alerts_config = Arc::new(alerts_config.clone());
@@ -168,6 +177,7 @@ pub async fn start(
                 locales: config.locales.clone(),
                 config: alerts_config.clone(),
                 roles: ButtonRoles::from_commands(&defs.commands),
+                kb: kb.clone(),
                 clock,
             };
             tasks.push(("alert notifier", tokio::spawn(notifier.run(notify_rx, stop.clone()))));
@@ -211,6 +221,7 @@ pub async fn start(
         store: store.clone(),
         alerts: alerts.clone(),
         runs: runs.clone(),
+        kb: kb.clone(),
         catalog: defs.catalog.clone(),
         commands: defs.commands.clone(),
         cards: defs.cards,
@@ -272,22 +283,81 @@ pub async fn start(
         channels,
         clock,
         runs,
+        kb,
         stop,
         journal,
         tasks,
     })
 }
 
+/// Builds the knowledge index from `[kb]` (the example runbooks, the roots,
+/// the notes directory `/kb add` writes to) in `<data_dir>/kb-index`, off the
+/// async runtime, and the model client when one is configured.
+async fn knowledge(
+    config: &Config,
+    defs: &Definitions,
+    outbox: Arc<Outbox>,
+    clock: Clock,
+) -> anyhow::Result<Arc<Knowledge>> {
+    let kb_config = &config.kb;
+    let mut roots = Vec::new();
+    if kb_config.example {
+        roots.push(Root::embedded(crate::kb::example::NAME, crate::kb::example::FILES));
+    }
+    for r in &kb_config.roots {
+        let mut root = Root::filtered(&r.path, r.url.clone(), &r.include, &r.exclude)
+            .with_context(|| format!("kb root {}", r.name))?;
+        root.name = r.name.clone();
+        roots.push(root);
+    }
+    let notes = kb_config.add_root.clone().unwrap_or_else(|| config.data_dir.join("kb-notes"));
+    std::fs::create_dir_all(&notes).with_context(|| format!("creating {}", notes.display()))?;
+    // The notes are searched too: inside a root they already are, else as their own root.
+    let inside = kb_config.roots.iter().any(|r| notes.starts_with(&r.path));
+    if !inside {
+        let mut root = Root::dir(&notes);
+        root.name = crate::kb::service::NOTES.to_owned();
+        roots.push(root);
+    }
+    let dir = config.data_dir.join("kb-index");
+    let started = std::time::Instant::now();
+    let (kb, stats) = tokio::task::spawn_blocking(move || Kb::build(roots, &dir))
+        .await
+        .context("building the knowledge index")?
+        .context("building the knowledge index")?;
+    tracing::info!(
+        documents = stats.documents,
+        passages = stats.passages,
+        skipped = stats.skipped.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "knowledge base indexed"
+    );
+    let llm = kb_config.llm.clone().map(Llm::new).transpose().context("the kb.llm client")?;
+    let parts = KnowledgeParts {
+        llm,
+        relevance: kb_config.relevance,
+        notes,
+        add_role: kb_config.add_role.clone(),
+        outbox,
+        cards: defs.cards.clone(),
+        catalog: defs.catalog.clone(),
+        clock,
+    };
+    Ok(Arc::new(Knowledge::new(Arc::new(kb), parts)))
+}
+
 impl Running {
     /// Waits up to `deadline` for in-flight events and queued replies, then
     /// stops every task. Replies still queued stay in the outbox for the next start.
     pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<()> {
-        let Running { inbox, store, stats, runs, stop, journal, tasks, .. } = self;
+        let Running { inbox, store, stats, runs, kb, stop, journal, tasks, .. } = self;
         // Dropping the last inbox handle ends the dispatcher once its queue is empty.
         drop(inbox);
         // Running steps are stopped (their process groups killed) and recorded as
         // interrupted, with their cards and notices queued before the drain.
         runs.shutdown().await;
+        // Answers being written get their final card (the passages) queued too.
+        kb.shutdown().await;
         tracing::info!("shutting down: draining in-flight events and queued replies");
         match stats.drain(&store, deadline).await {
             Ok(true) => tracing::info!("drained"),

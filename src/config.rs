@@ -48,6 +48,8 @@ pub struct RawConfig {
     telegram: Option<RawTelegram>,
     alerts: Option<crate::alert::config::RawAlerts>,
     #[serde(default)]
+    kb: crate::kb::config::RawKb,
+    #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
     log: RawLog,
@@ -208,6 +210,7 @@ pub struct Config {
     pub feishu: Option<FeishuConfig>,
     pub telegram: Option<TelegramConfig>,
     pub alerts: Option<crate::alert::config::AlertsConfig>,
+    pub kb: crate::kb::config::KbConfig,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
@@ -440,6 +443,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let kb = crate::kb::config::validate(raw.kb, base, env, &mut |key, message| self.err(&key, message));
         let pipeline = self.pipeline(raw.pipeline);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
@@ -468,6 +472,7 @@ impl Validator<'_> {
             feishu,
             telegram,
             alerts,
+            kb,
             pipeline,
             log,
         }

@@ -62,7 +62,6 @@ messages! {
     UnknownCommandSuggest = "router.unknown_command_suggest",
     BadArguments = "router.bad_arguments",
     MessageTooLong = "router.message_too_long",
-    ChatHint = "router.chat_hint",
     ArgMissing = "args.missing",
     ArgTooMany = "args.too_many",
     ArgPattern = "args.pattern",
@@ -117,6 +116,18 @@ messages! {
     RunCommandGone = "run.command_gone",
     RunRollbackRole = "run.rollback_role",
     HistoryNoApp = "history.no_app",
+    KbAddUsage = "kb.add_usage",
+    KbAddDone = "kb.add_done",
+    KbAddExists = "kb.add_exists",
+    KbAddFailed = "kb.add_failed",
+    KbQueryTooLong = "kb.query_too_long",
+    AnswerNothing = "answer.nothing",
+    AnswerNothingClosest = "answer.nothing_closest",
+    AnswerWhyTimeout = "answer.why_timeout",
+    AnswerWhyRateLimited = "answer.why_rate_limited",
+    AnswerWhyError = "answer.why_error",
+    AnswerWhyEmpty = "answer.why_empty",
+    AnswerWhyStopped = "answer.why_stopped",
 }
 
 /// Which locale a chat is answered in: the chat's own setting, else its

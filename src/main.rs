@@ -188,7 +188,7 @@ fn kb(action: KbAction) -> anyhow::Result<ExitCode> {
         KbAction::Index { root, index } => {
             tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
             let started = std::time::Instant::now();
-            let (_, stats) = Kb::build(&root, &index)?;
+            let (_, stats) = Kb::build(root.into_iter().map(opsclaw::kb::Root::dir).collect(), &index)?;
             println!(
                 "indexed {} documents ({} passages) into {} in {:.2?}; {} skipped",
                 stats.documents,

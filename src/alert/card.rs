@@ -12,6 +12,7 @@ use crate::card::{CardDraft, CardId, CardSet, CardTemplateError};
 use crate::clock::format_ms;
 use crate::command::CommandSet;
 use crate::i18n::Locale;
+use crate::kb::Hit;
 use crate::policy::Role;
 use crate::reply::CardKey;
 
@@ -48,6 +49,7 @@ pub fn render(
     group: &GroupView,
     alerts: &[AlertView],
     roles: &ButtonRoles,
+    runbook: Option<&Hit>,
     now_ms: i64,
 ) -> Result<CardDraft, CardTemplateError> {
     let silenced = group.silenced_at(now_ms);
@@ -69,7 +71,40 @@ pub fn render(
     if silenced.is_some() {
         grants.push(("unsilence", Grant::new(Action::AlertUnsilence { group: group.id }, roles.silence.clone())));
     }
-    cards.render(TEMPLATE, locale, &values(group, alerts, now_ms), grants)
+    let runbook = runbook.map(|h| {
+        context! {
+            title => h.title, heading => h.heading, url => h.url, root => h.root, path => h.path,
+            excerpt => crate::kb::answer::excerpt(&h.text, 300),
+        }
+    });
+    let values = context! { runbook => runbook, ..values(group, alerts, now_ms) };
+    cards.render(TEMPLATE, locale, &values, grants)
+}
+
+/// What a group's runbook is looked up by ([`crate::kb::Kb::runbook`]): the
+/// first `runbook_url`, the alert names, and the words of its alerts (names,
+/// summaries, descriptions, label values).
+pub fn runbook_query(group: &GroupView, alerts: &[AlertView]) -> (Option<String>, Vec<String>, String) {
+    let url = alerts.iter().find_map(|a| a.annotations.get("runbook_url").or_else(|| a.annotations.get("runbook")));
+    let mut names: Vec<String> = alerts.iter().map(|a| a.alertname.clone()).collect();
+    names.extend(group.labels.get("alertname").cloned());
+    names.dedup();
+    let mut text = names.join(" ");
+    for a in alerts {
+        for key in ["summary", "message", "title", "description"] {
+            if let Some(v) = a.annotations.get(key) {
+                text.push(' ');
+                text.push_str(v);
+            }
+        }
+        for (k, v) in &a.labels {
+            if !NOISE.contains(&k.as_str()) && k != "alertname" {
+                text.push(' ');
+                text.push_str(v);
+            }
+        }
+    }
+    (url.cloned(), names, text)
 }
 
 /// The template context. Public for `/alerts`, which lists groups with the same fields.

@@ -68,6 +68,8 @@ pub struct Notifier {
     pub locales: LocaleRules,
     pub config: Arc<AlertsConfig>,
     pub roles: ButtonRoles,
+    /// Puts the runbook for each group on its card.
+    pub kb: Arc<crate::kb::service::Knowledge>,
     pub clock: Clock,
 }
 
@@ -189,6 +191,8 @@ impl Notifier {
                 placements.push((chat, None));
             }
         }
+        let (url, names, text) = card::runbook_query(group, &alerts);
+        let runbook = self.kb.runbook(url, names, text).await;
         let mut digests = Vec::new();
         let mut replies = Vec::with_capacity(placements.len());
         for (chat, digest) in placements {
@@ -201,7 +205,7 @@ impl Notifier {
                 }
             }
             let locale = self.locales.for_chat(&chat);
-            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, now) {
+            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, runbook.as_ref(), now) {
                 Ok(card) => card,
                 Err(e) => {
                     tracing::error!(group = group.id, error = %e, "rendering an alert card failed");

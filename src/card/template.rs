@@ -33,8 +33,10 @@ impl CardId {
     pub const RUN: CardId = CardId("run");
     pub const RUN_HISTORY: CardId = CardId("run_history");
     pub const AUDIT: CardId = CardId("audit");
+    pub const KB: CardId = CardId("kb");
+    pub const ANSWER: CardId = CardId("answer");
     /// Templates the built-in handlers render; a template set without them is refused.
-    pub const REQUIRED: [CardId; 12] = [
+    pub const REQUIRED: [CardId; 14] = [
         Self::HELP,
         Self::HELP_COMMAND,
         Self::STATUS,
@@ -47,6 +49,8 @@ impl CardId {
         Self::RUN,
         Self::RUN_HISTORY,
         Self::AUDIT,
+        Self::KB,
+        Self::ANSWER,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,9 +64,11 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("alert_digest.toml", include_str!("../../cards/alert_digest.toml")),
     ("alert_history.toml", include_str!("../../cards/alert_history.toml")),
     ("alerts.toml", include_str!("../../cards/alerts.toml")),
+    ("answer.toml", include_str!("../../cards/answer.toml")),
     ("audit.toml", include_str!("../../cards/audit.toml")),
     ("help.toml", include_str!("../../cards/help.toml")),
     ("help_command.toml", include_str!("../../cards/help_command.toml")),
+    ("kb.toml", include_str!("../../cards/kb.toml")),
     ("oncall.toml", include_str!("../../cards/oncall.toml")),
     ("run.toml", include_str!("../../cards/run.toml")),
     ("run_history.toml", include_str!("../../cards/run_history.toml")),

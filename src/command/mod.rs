@@ -37,10 +37,12 @@ pub enum Builtin {
     Rollback,
     History,
     Audit,
+    Kb,
+    Ask,
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 13] = [
+    const ALL: [(&'static str, Builtin); 15] = [
         ("help", Self::Help),
         ("ping", Self::Ping),
         ("whoami", Self::Whoami),
@@ -54,6 +56,8 @@ impl Builtin {
         ("rollback", Self::Rollback),
         ("history", Self::History),
         ("audit", Self::Audit),
+        ("kb", Self::Kb),
+        ("ask", Self::Ask),
     ];
 
     fn parse(s: &str) -> Option<Self> {
@@ -181,10 +185,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("ack.toml", include_str!("../../commands/ack.toml")),
     ("alert.toml", include_str!("../../commands/alert.toml")),
     ("alerts.toml", include_str!("../../commands/alerts.toml")),
+    ("ask.toml", include_str!("../../commands/ask.toml")),
     ("audit.toml", include_str!("../../commands/audit.toml")),
     ("deploy.toml", include_str!("../../commands/deploy.toml")),
     ("help.toml", include_str!("../../commands/help.toml")),
     ("history.toml", include_str!("../../commands/history.toml")),
+    ("kb.toml", include_str!("../../commands/kb.toml")),
     ("oncall.toml", include_str!("../../commands/oncall.toml")),
     ("ping.toml", include_str!("../../commands/ping.toml")),
     ("rollback.toml", include_str!("../../commands/rollback.toml")),

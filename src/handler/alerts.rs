@@ -222,7 +222,9 @@ async fn list(ctx: &Ctx<'_>) -> Result<Vec<Reply>, HandlerError> {
     let mut replies = Vec::new();
     for group in groups.iter().take(LISTED_CARDS) {
         let alerts = bot.store.group_alerts(group.id, shown).await?;
-        let card = card::render(&bot.cards, ctx.locale, group, &alerts, &roles, now)?;
+        let (url, names, text) = card::runbook_query(group, &alerts);
+        let runbook = bot.kb.runbook(url, names, text).await;
+        let card = card::render(&bot.cards, ctx.locale, group, &alerts, &roles, runbook.as_ref(), now)?;
         // The same key as the routed card: later changes update this copy too.
         replies.push(Reply::card(ctx.event, card::key(group.id), card, CardMode::New));
     }
@@ -273,7 +275,10 @@ async fn show(ctx: &Ctx<'_>, id: i64) -> Result<Vec<Reply>, HandlerError> {
     };
     let shown = bot.alerts.as_ref().map_or(5, |a| a.config.shown_alerts) as i64;
     let alerts = bot.store.group_alerts(id, shown).await?;
-    let card = card::render(&bot.cards, ctx.locale, &group, &alerts, &button_roles(ctx), bot.clock.now_ms())?;
+    let (url, names, text) = card::runbook_query(&group, &alerts);
+    let runbook = bot.kb.runbook(url, names, text).await;
+    let now = bot.clock.now_ms();
+    let card = card::render(&bot.cards, ctx.locale, &group, &alerts, &button_roles(ctx), runbook.as_ref(), now)?;
     let history = bot.store.alert_history(id, HISTORY).await?;
     let entries: Vec<_> = history
         .iter()

@@ -35,6 +35,8 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
         Builtin::Rollback => super::ops::rollback_command(ctx, args).await,
         Builtin::History => super::ops::history(ctx, args).await,
         Builtin::Audit => super::ops::audit(ctx, args).await,
+        Builtin::Kb => super::kb::kb(ctx, args.str("query").unwrap_or_default()).await,
+        Builtin::Ask => super::kb::ask(ctx, args.str("question").unwrap_or_default()).await,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod builtin;
+mod kb;
 mod ops;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct Bot {
     pub alerts: Option<Arc<crate::alert::Alerts>>,
     /// Ops runs: requests, approvals, the runner and run cards.
     pub runs: Arc<crate::ops::Runs>,
+    /// The knowledge base: search, answers (streamed by a model when one is configured), notes.
+    pub kb: Arc<crate::kb::service::Knowledge>,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<CommandSet>,
     pub cards: Arc<CardSet>,
@@ -74,6 +77,8 @@ pub enum HandlerError {
     Card(#[from] CardTemplateError),
     #[error(transparent)]
     Journal(#[from] crate::pipeline::journal::JournalError),
+    #[error(transparent)]
+    Kb(#[from] crate::kb::KbError),
 }
 
 impl Bot {
@@ -109,7 +114,7 @@ impl Bot {
                 (name, result)
             }
             Route::Action(token) => ("button".to_owned(), builtin::press(&ctx, &token).await),
-            Route::Chat(_) => ("chat".to_owned(), Ok(vec![Reply::text(event, ctx.t(Msg::ChatHint, &[]))])),
+            Route::Chat(text) => ("ask".to_owned(), kb::ask(&ctx, &text).await),
             Route::Reject(rejection) => {
                 tracing::info!(?rejection, "command refused");
                 let text = explain_rejection(&ctx, &rejection);
@@ -155,7 +160,7 @@ impl Bot {
                 tracing::info!("expired button token");
                 ctx.t(Msg::TokenExpired, &[("at", &crate::clock::format_ms(*expired_at_ms))])
             }
-            HandlerError::Store(_) | HandlerError::Card(_) | HandlerError::Journal(_) => {
+            HandlerError::Store(_) | HandlerError::Card(_) | HandlerError::Journal(_) | HandlerError::Kb(_) => {
                 tracing::error!(handler = label, error = %error, "handler failed");
                 return self.internal_error(ctx.event);
             }

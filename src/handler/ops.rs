@@ -28,7 +28,7 @@ fn runs<'a>(ctx: &'a Ctx<'_>) -> &'a Arc<Runs> {
     &ctx.bot.runs
 }
 
-fn who(ctx: &Ctx<'_>) -> Who {
+pub(super) fn who(ctx: &Ctx<'_>) -> Who {
     Who {
         key: ctx.principal.key().to_owned(),
         id: ctx.principal.platform_id.clone(),

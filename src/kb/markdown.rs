@@ -12,6 +12,9 @@ pub struct Doc {
     pub title: String,
     /// Front-matter aliases (e.g. alert names) and tags, and the file name in words.
     pub aliases: Vec<String>,
+    /// Names an alert may call this runbook by, lower-cased: the front-matter
+    /// aliases and the file name without extension.
+    pub names: Vec<String>,
     pub passages: Vec<Passage>,
 }
 
@@ -142,6 +145,8 @@ pub fn parse(file_stem: &str, source: &str) -> Doc {
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
     let body = strip_markup(body);
     let mut aliases = field("aliases");
+    let mut names: Vec<String> = aliases.iter().map(|a| a.to_lowercase()).collect();
+    names.push(file_stem.to_lowercase());
     aliases.extend(field("tags"));
     aliases.push(file_stem.to_owned());
     aliases.push(stem_words(file_stem));
@@ -233,7 +238,7 @@ pub fn parse(file_stem: &str, source: &str) -> Doc {
         passages.push(Passage { heading: title.clone(), text: String::new() });
     }
     aliases.retain(|a| !a.trim().is_empty());
-    Doc { title, aliases, passages }
+    Doc { title, aliases, names, passages }
 }
 
 fn chunks(text: &str) -> Vec<String> {

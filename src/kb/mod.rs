@@ -4,25 +4,40 @@
 //! than the body; a document's score is its best passage's. Queries are
 //! analyzed like the text and turned into term queries directly, so query
 //! syntax characters in what people type are just characters.
+//!
+//! A [`Kb`] built from [`Root`]s remembers what it read (path, modification
+//! time, size) and [`Kb::sync`] re-reads only what changed since, so a
+//! watcher can keep it current while searches go on against the last commit.
 
+pub mod answer;
+pub mod config;
+pub mod example;
+pub mod llm;
 pub mod markdown;
+pub mod service;
 pub mod tokenize;
+pub mod watch;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+use std::time::SystemTime;
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
-use tantivy::snippet::SnippetGenerator;
+use tantivy::snippet::{Snippet, SnippetGenerator};
 use tantivy::tokenizer::TokenStream;
-use tantivy::{Index, IndexReader, TantivyDocument, Term, doc};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Searcher, TantivyDocument, Term, doc};
 
 /// Files larger than this are skipped (with a log line): runbooks are not that big.
 pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
 /// Longest query read; longer ones are refused.
 pub const MAX_QUERY_CHARS: usize = 1000;
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
+/// An update touches a few files: one indexing thread at tantivy's smallest budget.
+const UPDATE_WRITER_MEMORY: usize = 15_000_000;
 /// Ops shorthand and the words runbooks use for it. A query with the left
 /// side also looks for the right side, at `SYNONYM_WEIGHT`.
 const SYNONYMS: &[(&str, &str)] = &[
@@ -55,6 +70,18 @@ const TITLE_WEIGHT: f32 = 2.0;
 const ALIASES_WEIGHT: f32 = 2.0;
 const HEADING_WEIGHT: f32 = 1.5;
 
+/// Words that say nothing about the topic of a question, for [`Kb::relevance`]
+/// only (ranking keeps them: BM25 already gives them little weight).
+const STOP_WORDS: &str = "a an the is are was were be been am do does did doing i me my we our us you your it its \
+    this that these those what which who whom why how when where there here of in on at to for from by with about \
+    into and or but not no so if then than can could should would will shall may might must have has had get got \
+    any some all just again keep keeps still please help anyone someone something happen happens happening going \
+    fix fixing fixed solve resolve troubleshoot debug handle deal way steps \
+    的 了 吗 呢 吧 啊 是 在 我 我们 你 他 它 这 那 这个 那个 怎么 怎么办 怎样 如何 什么 为什么 哪 哪里 哪个 有 没有 \
+    和 与 或 就 都 也 还 要 会 能 可以 一直 一下 请 问 下 该 应该 办 处理 解决 办法 方法 排查 修复 步骤";
+
+static STOP_TERMS: LazyLock<HashSet<String>> = LazyLock::new(|| analyze(STOP_WORDS).into_iter().collect());
+
 #[derive(Debug, thiserror::Error)]
 pub enum KbError {
     #[error("index: {0}")]
@@ -65,8 +92,149 @@ pub enum KbError {
     QueryTooLong,
 }
 
+/// Where Markdown files come from: a directory (filtered by include and
+/// exclude globs on the path relative to it), or files built into the binary.
+pub struct Root {
+    /// As given (a path in config or on the command line), shown with hits.
+    pub name: String,
+    /// Web address of the root (e.g. the repository's blob view), joined with
+    /// a hit's path to link it; also how an alert's `runbook_url` is matched.
+    pub url: Option<String>,
+    source: Source,
+}
+
+enum Source {
+    Dir { path: PathBuf, include: Option<GlobSet>, exclude: GlobSet },
+    Embedded(&'static [(&'static str, &'static str)]),
+}
+
+/// When a file was last read: modification time and size.
+type Stamp = (Option<SystemTime>, u64);
+
+impl Root {
+    /// A directory, every Markdown file in it.
+    pub fn dir(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        Self {
+            name: path.display().to_string(),
+            url: None,
+            source: Source::Dir { path, include: None, exclude: GlobSet::empty() },
+        }
+    }
+
+    /// A directory with include globs (default: every Markdown file) and
+    /// exclude globs, matched against paths relative to it (`ops/**/*.md`).
+    pub fn filtered(
+        path: impl Into<PathBuf>,
+        url: Option<String>,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Self, globset::Error> {
+        let set = |globs: &[String]| -> Result<GlobSet, globset::Error> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g)?);
+            }
+            b.build()
+        };
+        let mut root = Self::dir(path);
+        root.url = url;
+        if let Source::Dir { include: inc, exclude: exc, .. } = &mut root.source {
+            *inc = if include.is_empty() { None } else { Some(set(include)?) };
+            *exc = set(exclude)?;
+        }
+        Ok(root)
+    }
+
+    /// Files built into the binary, as (relative path, text).
+    pub fn embedded(name: &str, files: &'static [(&'static str, &'static str)]) -> Self {
+        Self { name: name.to_owned(), url: None, source: Source::Embedded(files) }
+    }
+
+    /// The directory, for a root on disk.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Dir { path, .. } => Some(path),
+            Source::Embedded(_) => None,
+        }
+    }
+
+    fn wants(&self, relative: &str) -> bool {
+        match &self.source {
+            Source::Dir { include, exclude, .. } => {
+                let markdown = relative.ends_with(".md") || relative.ends_with(".markdown");
+                let included = include.as_ref().map_or(markdown, |set| set.is_match(relative));
+                included && !exclude.is_match(relative)
+            }
+            Source::Embedded(_) => true,
+        }
+    }
+
+    /// Relative paths (with `/`) of the files this root indexes, with their stamps, sorted.
+    fn scan(&self) -> Result<Vec<(String, Stamp)>, KbError> {
+        let root = match &self.source {
+            Source::Embedded(files) => {
+                return Ok(files.iter().map(|(p, t)| (p.to_string(), (None, t.len() as u64))).collect());
+            }
+            Source::Dir { path, .. } => path,
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_owned()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|error| KbError::Io { path: dir.clone(), error })?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(path);
+                } else if meta.is_file() {
+                    let relative = path.strip_prefix(root).unwrap_or(&path);
+                    let relative =
+                        relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                    if self.wants(&relative) {
+                        out.push((relative, (meta.modified().ok(), meta.len())));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The text of one file, or why it is left out.
+    fn read(&self, relative: &str) -> Result<String, String> {
+        let path = match &self.source {
+            Source::Embedded(files) => {
+                return files.iter().find(|(p, _)| *p == relative).map(|(_, t)| t.to_string()).ok_or("gone".into());
+            }
+            Source::Dir { path, .. } => path.join(relative),
+        };
+        let len = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
+        if len > MAX_FILE_BYTES {
+            return Err(format!("{len} bytes, over the {MAX_FILE_BYTES} byte limit"));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        if bytes.contains(&0) {
+            return Err("binary content".into());
+        }
+        String::from_utf8(bytes).map_err(|_| "not UTF-8".into())
+    }
+
+    /// `url` + `relative`, when the root has an address.
+    fn link(&self, relative: &str) -> Option<String> {
+        self.url.as_ref().map(|u| format!("{}/{}", u.trim_end_matches('/'), relative))
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
+    /// `root \0 path`: one document's passages, for updates and lookups.
+    key: Field,
+    /// Lower-cased names an alert may use for the document (aliases, file stem).
+    names: Field,
     root: Field,
     path: Field,
     title: Field,
@@ -80,13 +248,14 @@ fn schema() -> (Schema, Fields) {
     let indexing = TextFieldIndexing::default()
         .set_tokenizer(tokenize::NAME)
         .set_index_option(IndexRecordOption::WithFreqsAndPositions);
-    let text = TextOptions::default().set_indexing_options(indexing.clone());
     let stored_text = TextOptions::default().set_indexing_options(indexing).set_stored();
     let fields = Fields {
+        key: b.add_text_field("key", STRING),
+        names: b.add_text_field("names", STRING),
         root: b.add_text_field("root", STORED),
         path: b.add_text_field("path", STRING | STORED),
         title: b.add_text_field("title", stored_text.clone()),
-        aliases: b.add_text_field("aliases", text),
+        aliases: b.add_text_field("aliases", stored_text.clone()),
         heading: b.add_text_field("heading", stored_text.clone()),
         body: b.add_text_field("body", stored_text),
     };
@@ -96,6 +265,8 @@ fn schema() -> (Schema, Fields) {
 fn fields_of(schema: &Schema) -> Result<Fields, KbError> {
     let f = |name: &str| schema.get_field(name).map_err(KbError::Index);
     Ok(Fields {
+        key: f("key")?,
+        names: f("names")?,
         root: f("root")?,
         path: f("path")?,
         title: f("title")?,
@@ -105,11 +276,17 @@ fn fields_of(schema: &Schema) -> Result<Fields, KbError> {
     })
 }
 
-/// What a build did.
+fn doc_key(root: &str, relative: &str) -> String {
+    format!("{root}\0{relative}")
+}
+
+/// What a build or an update did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BuildStats {
     pub documents: usize,
     pub passages: usize,
+    /// Documents taken out (deleted files, or files that turned unreadable).
+    pub removed: usize,
     /// (path, why) of files left out.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -124,42 +301,64 @@ pub struct Hit {
     pub title: String,
     pub heading: String,
     pub score: f32,
+    /// The best passage's words around the query's, matches in `**bold**`.
     pub snippet: String,
+    /// A link to the document, when its root has an address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The whole best passage.
+    #[serde(skip)]
+    pub text: String,
+    /// The document's aliases and tags, one per line.
+    #[serde(skip)]
+    pub aliases: String,
 }
 
 pub struct Kb {
+    index: Index,
     reader: IndexReader,
     fields: Fields,
+    roots: Vec<Root>,
+    /// Every file read, by document key, with its stamp then; `sync` diffs against it.
+    manifest: Mutex<HashMap<String, Stamp>>,
 }
 
-/// Markdown files under `root`, sorted; hidden directories are skipped.
-fn markdown_files(root: &Path) -> Result<Vec<PathBuf>, KbError> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|error| KbError::Io { path: dir.clone(), error })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => dirs.push(path),
-                Ok(t) if t.is_file() && path.extension().is_some_and(|e| e == "md" || e == "markdown") => {
-                    out.push(path)
-                }
-                _ => {}
-            }
+/// The terms of `text` as the analyzer makes them, without repeats.
+fn analyze(text: &str) -> Vec<String> {
+    let mut analyzer = tokenize::analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut seen = HashSet::new();
+    let mut terms = Vec::new();
+    while let Some(token) = stream.next() {
+        if seen.insert(token.text.clone()) {
+            terms.push(token.text.clone());
         }
     }
-    out.sort();
-    Ok(out)
+    terms
+}
+
+/// A snippet as Markdown: the matched words in bold, whitespace collapsed.
+fn snippet_markdown(snippet: &Snippet) -> String {
+    let fragment = snippet.fragment();
+    let mut out = String::with_capacity(fragment.len() + 16);
+    let mut at = 0;
+    for range in snippet.highlighted() {
+        if range.start < at || range.end > fragment.len() {
+            continue;
+        }
+        out.push_str(&fragment[at..range.start]);
+        out.push_str("**");
+        out.push_str(&fragment[range.clone()]);
+        out.push_str("**");
+        at = range.end;
+    }
+    out.push_str(&fragment[at..]);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Kb {
     /// Builds a fresh index of `roots` in `dir` (replacing an index there).
-    pub fn build(roots: &[PathBuf], dir: &Path) -> Result<(Self, BuildStats), KbError> {
+    pub fn build(roots: Vec<Root>, dir: &Path) -> Result<(Self, BuildStats), KbError> {
         if dir.join("meta.json").exists() {
             std::fs::remove_dir_all(dir).map_err(|error| KbError::Io { path: dir.to_owned(), error })?;
         }
@@ -169,83 +368,77 @@ impl Kb {
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
         let mut writer = index.writer::<TantivyDocument>(WRITER_MEMORY)?;
         let mut stats = BuildStats::default();
-        for root in roots {
-            let root_name = root.display().to_string();
-            for path in markdown_files(root)? {
-                let skip = |stats: &mut BuildStats, why: String| {
-                    tracing::warn!(path = %path.display(), why, "knowledge base file skipped");
-                    stats.skipped.push((path.clone(), why));
-                };
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.len() > MAX_FILE_BYTES => {
-                        skip(&mut stats, format!("{} bytes, over the {MAX_FILE_BYTES} byte limit", m.len()));
-                        continue;
-                    }
-                    Err(e) => {
-                        skip(&mut stats, e.to_string());
-                        continue;
-                    }
-                    Ok(_) => {}
-                }
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        skip(&mut stats, e.to_string());
-                        continue;
-                    }
-                };
-                if bytes.contains(&0) {
-                    skip(&mut stats, "binary content".into());
-                    continue;
-                }
-                let Ok(text) = String::from_utf8(bytes) else {
-                    skip(&mut stats, "not UTF-8".into());
-                    continue;
-                };
-                let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let parsed = markdown::parse(&stem, &text);
-                let aliases = parsed.aliases.join("\n");
-                for passage in &parsed.passages {
-                    writer.add_document(doc!(
-                        fields.root => root_name.clone(),
-                        fields.path => relative.clone(),
-                        fields.title => parsed.title.clone(),
-                        fields.aliases => aliases.clone(),
-                        fields.heading => passage.heading.clone(),
-                        fields.body => passage.text.clone(),
-                    ))?;
-                    stats.passages += 1;
-                }
-                stats.documents += 1;
+        let mut manifest = HashMap::new();
+        for root in &roots {
+            for (relative, stamp) in root.scan()? {
+                add_file(&writer, fields, root, &relative, &mut stats)?;
+                manifest.insert(doc_key(&root.name, &relative), stamp);
             }
         }
         writer.commit()?;
+        writer.wait_merging_threads()?;
         let reader = index.reader()?;
         reader.reload()?;
-        Ok((Self { reader, fields }, stats))
+        Ok((Self { index, reader, fields, roots, manifest: Mutex::new(manifest) }, stats))
     }
 
+    /// Opens an index built earlier (for searching; it is not kept current).
     pub fn open(dir: &Path) -> Result<Self, KbError> {
         let index = Index::open_in_dir(dir)?;
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
         let fields = fields_of(&index.schema())?;
         let reader = index.reader()?;
-        Ok(Self { reader, fields })
+        Ok(Self { index, reader, fields, roots: Vec::new(), manifest: Mutex::new(HashMap::new()) })
     }
 
-    /// The query's terms, analyzed like the text, without repeats.
-    fn terms(&self, query: &str) -> Vec<String> {
-        let mut analyzer = tokenize::analyzer();
-        let mut stream = analyzer.token_stream(query);
-        let mut seen = HashSet::new();
-        let mut terms = Vec::new();
-        while let Some(token) = stream.next() {
-            if seen.insert(token.text.clone()) {
-                terms.push(token.text.clone());
+    pub fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
+    /// How many documents are indexed.
+    pub fn documents(&self) -> usize {
+        self.manifest.lock().expect("manifest lock").len()
+    }
+
+    /// Re-reads the files that changed, appeared or disappeared under the
+    /// roots since the last build or sync, in one commit. Searches keep
+    /// answering from the previous commit until this one is in.
+    pub fn sync(&self) -> Result<BuildStats, KbError> {
+        let mut manifest = self.manifest.lock().expect("manifest lock");
+        let mut seen: HashMap<String, (usize, String, Stamp)> = HashMap::new();
+        for (i, root) in self.roots.iter().enumerate() {
+            for (relative, stamp) in root.scan()? {
+                seen.insert(doc_key(&root.name, &relative), (i, relative, stamp));
             }
         }
-        terms
+        let changed: Vec<&String> =
+            seen.iter().filter(|(k, v)| manifest.get(*k) != Some(&v.2)).map(|(k, _)| k).collect();
+        let removed: Vec<String> = manifest.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
+        let mut stats = BuildStats::default();
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(stats);
+        }
+        let mut writer: IndexWriter<TantivyDocument> = self.index.writer_with_num_threads(1, UPDATE_WRITER_MEMORY)?;
+        for key in changed.iter().copied().chain(&removed) {
+            writer.delete_term(Term::from_field_text(self.fields.key, key));
+        }
+        for key in &changed {
+            let (i, relative, stamp) = &seen[*key];
+            add_file(&writer, self.fields, &self.roots[*i], relative, &mut stats)?;
+            manifest.insert((*key).clone(), *stamp);
+        }
+        for key in &removed {
+            manifest.remove(key);
+        }
+        stats.removed = removed.len();
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        self.reader.reload()?;
+        Ok(stats)
+    }
+
+    fn terms(&self, query: &str) -> Vec<String> {
+        analyze(query)
     }
 
     /// Terms the query's shorthand stands for, not already in `terms`.
@@ -266,7 +459,7 @@ impl Kb {
         extra
     }
 
-    fn query(&self, terms: &[String], synonyms: &[String]) -> BooleanQuery {
+    fn clauses(&self, terms: &[String], synonyms: &[String]) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let fields = [(f.title, TITLE_WEIGHT), (f.aliases, ALIASES_WEIGHT), (f.heading, HEADING_WEIGHT), (f.body, 1.0)];
@@ -277,7 +470,7 @@ impl Kb {
                 clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight))));
             }
         }
-        BooleanQuery::new(clauses)
+        clauses
     }
 
     /// The best `limit` documents for `query`, best first, each once.
@@ -290,17 +483,15 @@ impl Kb {
             return Ok(Vec::new());
         }
         let synonyms = self.synonyms(query, &terms);
-        let query = self.query(&terms, &synonyms);
+        let query = BooleanQuery::new(self.clauses(&terms, &synonyms));
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
-        let mut snippets = SnippetGenerator::create(&searcher, &query, self.fields.body)?;
-        snippets.set_max_num_chars(200);
         // A document ranks by its best passage, plus a little for a second one
         // that also matches: a runbook whose several sections answer beats a
         // sibling that only shares its title's words. Snippets only for the winners.
         struct Ranked {
             key: (String, String),
-            best: tantivy::DocAddress,
+            best: DocAddress,
             score: f32,
             second: bool,
         }
@@ -319,27 +510,175 @@ impl Kb {
             }
         }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let mut hits = Vec::with_capacity(limit);
-        for r in ranked.into_iter().take(limit) {
-            let doc: TantivyDocument = searcher.doc(r.best)?;
-            let text = |field: Field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            let snippet = snippets.snippet_from_doc(&doc);
-            let snippet = if snippet.fragment().is_empty() {
-                text(self.fields.body).chars().take(200).collect()
-            } else {
-                snippet.fragment().to_owned()
-            };
-            hits.push(Hit {
-                root: r.key.0,
-                path: r.key.1,
-                title: text(self.fields.title),
-                heading: text(self.fields.heading),
-                score: r.score,
-                snippet: snippet.split_whitespace().collect::<Vec<_>>().join(" "),
-            });
-        }
-        Ok(hits)
+        let snippets = self.snippets(&searcher, &query)?;
+        ranked.into_iter().take(limit).map(|r| self.hit(&searcher, &snippets, r.best, r.score)).collect()
     }
+
+    fn snippets(&self, searcher: &Searcher, query: &dyn Query) -> Result<SnippetGenerator, KbError> {
+        let mut snippets = SnippetGenerator::create(searcher, query, self.fields.body)?;
+        snippets.set_max_num_chars(200);
+        Ok(snippets)
+    }
+
+    fn hit(
+        &self,
+        searcher: &Searcher,
+        snippets: &SnippetGenerator,
+        at: DocAddress,
+        score: f32,
+    ) -> Result<Hit, KbError> {
+        let doc: TantivyDocument = searcher.doc(at)?;
+        let text = |field: Field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let body = text(self.fields.body);
+        let snippet = snippets.snippet_from_doc(&doc);
+        let snippet = if snippet.fragment().is_empty() {
+            body.chars().take(200).collect::<String>().split_whitespace().collect::<Vec<_>>().join(" ")
+        } else {
+            snippet_markdown(&snippet)
+        };
+        let (root, path) = (text(self.fields.root), text(self.fields.path));
+        let url = self.roots.iter().find(|r| r.name == root).and_then(|r| r.link(&path));
+        Ok(Hit {
+            root,
+            path,
+            title: text(self.fields.title),
+            heading: text(self.fields.heading),
+            score,
+            snippet,
+            url,
+            text: body,
+            aliases: text(self.fields.aliases),
+        })
+    }
+
+    /// How much of what `query` asks about `hit`'s passage covers, 0 to 1:
+    /// the query's topic words (not "how", "the", "怎么") each weighed by how
+    /// rare it is in the index, counting a shorthand word as present when the
+    /// words it stands for are. Used to tell "nothing relevant" from a weak match.
+    pub fn relevance(&self, query: &str, hit: &Hit) -> f32 {
+        let searcher = self.reader.searcher();
+        let docs = searcher.num_docs().max(1) as f32;
+        let all = format!("{}\n{}\n{}\n{}", hit.title, hit.aliases, hit.heading, hit.text);
+        let present: HashSet<String> = analyze(&all).into_iter().collect();
+        // jieba cuts the same characters differently in different contexts (满 in 快满了).
+        let found = |t: &String| present.contains(t) || (answer::is_chinese(t) && all.contains(t.as_str()));
+        let (mut total, mut matched) = (0.0f32, 0.0f32);
+        for term in self.terms(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
+            let df = searcher.doc_freq(&Term::from_field_text(self.fields.body, &term)).unwrap_or(0) as f32;
+            let weight = (1.0 + docs / (1.0 + df)).ln();
+            total += weight;
+            let stands_for = SYNONYMS.iter().filter(|(short, _)| analyze(short) == [term.clone()]);
+            if found(&term) || stands_for.into_iter().any(|(_, long)| analyze(long).iter().all(|t| present.contains(t)))
+            {
+                matched += weight;
+            }
+        }
+        if total == 0.0 { 0.0 } else { matched / total }
+    }
+
+    /// The runbook for an alert: the document its `runbook_url` points at
+    /// (inside a root with a `url`), else one whose aliases or file name is
+    /// one of `names`, else the best search hit for `text` that is relevant
+    /// enough. Within a chosen document, the passage that best matches `text`.
+    pub fn runbook(
+        &self,
+        url: Option<&str>,
+        names: &[&str],
+        text: &str,
+        min_relevance: f32,
+    ) -> Result<Option<Hit>, KbError> {
+        if let Some(key) = url.and_then(|u| self.key_for_url(u))
+            && let Some(hit) = self.best_within(Term::from_field_text(self.fields.key, &key), text)?
+        {
+            return Ok(Some(hit));
+        }
+        for name in names.iter().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty()) {
+            if let Some(hit) = self.best_within(Term::from_field_text(self.fields.names, &name), text)? {
+                return Ok(Some(hit));
+            }
+        }
+        let text: String = text.chars().take(MAX_QUERY_CHARS).collect();
+        let best = self.search(&text, 1)?.into_iter().next();
+        Ok(best.filter(|hit| self.relevance(&text, hit) >= min_relevance))
+    }
+
+    /// The document key a web address names, when it starts with a root's `url`
+    /// (with or without `.md`, a trailing `/` or a `#fragment`).
+    fn key_for_url(&self, url: &str) -> Option<String> {
+        let url = url.split(['#', '?']).next().unwrap_or(url);
+        let manifest = self.manifest.lock().expect("manifest lock");
+        self.roots.iter().find_map(|root| {
+            let base = root.url.as_deref()?.trim_end_matches('/');
+            let relative = url.strip_prefix(base)?.trim_matches('/');
+            [
+                relative.to_owned(),
+                format!("{relative}.md"),
+                format!("{relative}/index.md"),
+                format!("{relative}/README.md"),
+            ]
+            .into_iter()
+            .map(|r| doc_key(&root.name, &r))
+            .find(|k| manifest.contains_key(k))
+        })
+    }
+
+    /// The passage of the documents `filter` selects that best matches `text`
+    /// (the first passage when nothing in `text` matches).
+    fn best_within(&self, filter: Term, text: &str) -> Result<Option<Hit>, KbError> {
+        let terms = self.terms(&text.chars().take(MAX_QUERY_CHARS).collect::<String>());
+        let mut clauses = self.clauses(&terms, &[]);
+        clauses.push((Occur::Must, Box::new(TermQuery::new(filter, IndexRecordOption::Basic))));
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let Some((score, at)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?.into_iter().next()
+        else {
+            return Ok(None);
+        };
+        let snippets = self.snippets(&searcher, &query)?;
+        self.hit(&searcher, &snippets, at, score).map(Some)
+    }
+}
+
+/// Reads and indexes one file; a file that cannot be read is skipped with one log line.
+fn add_file(
+    writer: &IndexWriter,
+    fields: Fields,
+    root: &Root,
+    relative: &str,
+    stats: &mut BuildStats,
+) -> Result<(), KbError> {
+    let text = match root.read(relative) {
+        Ok(text) => text,
+        Err(why) => {
+            let path = root.path().map_or_else(|| PathBuf::from(relative), |p| p.join(relative));
+            tracing::warn!(path = %path.display(), why, "knowledge base file skipped");
+            stats.skipped.push((path, why));
+            return Ok(());
+        }
+    };
+    let stem = relative.rsplit('/').next().unwrap_or(relative);
+    let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
+    let parsed = markdown::parse(stem, &text);
+    let aliases = parsed.aliases.join("\n");
+    let key = doc_key(&root.name, relative);
+    for passage in &parsed.passages {
+        let mut doc = doc!(
+            fields.key => key.clone(),
+            fields.root => root.name.clone(),
+            fields.path => relative.to_owned(),
+            fields.title => parsed.title.clone(),
+            fields.aliases => aliases.clone(),
+            fields.heading => passage.heading.clone(),
+            fields.body => passage.text.clone(),
+        );
+        for name in &parsed.names {
+            doc.add_text(fields.names, name);
+        }
+        writer.add_document(doc)?;
+        stats.passages += 1;
+    }
+    stats.documents += 1;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -366,8 +705,7 @@ mod tests {
         write(root.path(), "zh/磁盘.md", "# 磁盘空间不足\n\n## 处理\n\n清理日志文件，扩容磁盘。\n");
         std::fs::write(root.path().join("bin.md"), b"\x00\x01binary").unwrap();
         std::fs::write(root.path().join("latin1.md"), b"caf\xe9").unwrap();
-        let roots = vec![root.path().to_owned()];
-        let (kb, stats) = Kb::build(&roots, &idx.path().join("i")).unwrap();
+        let (kb, stats) = Kb::build(vec![Root::dir(root.path())], &idx.path().join("i")).unwrap();
         assert_eq!(stats.documents, 4);
         assert_eq!(stats.skipped.len(), 2, "{:?}", stats.skipped);
 

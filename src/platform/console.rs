@@ -1,7 +1,8 @@
 //! The console platform: type messages on stdin, read replies and cards on
 //! stdout. Buttons are numbered as they are printed and pressed by typing
 //! their number. Lines starting with `:` steer the session (`:user NAME`,
-//! `:chat NAME`, `:group`, `:dm`, `:press TOKEN`, `:quit`). It works in a pipe,
+//! `:chat NAME`, `:group`, `:dm`, `:press TOKEN`, `:quit`); a line ending in
+//! `\` goes on on the next (one message of several lines). It works in a pipe,
 //! so tests drive the real binary through it.
 
 use std::collections::HashMap;
@@ -82,7 +83,7 @@ impl Console {
                 line = lines.next_line() => line,
                 () = shutdown.cancelled() => break,
             };
-            let line = match line {
+            let mut line = match line {
                 Ok(Some(line)) => line,
                 Ok(None) => break,
                 Err(e) => {
@@ -90,6 +91,17 @@ impl Console {
                     break;
                 }
             };
+            // A line ending in `\` goes on on the next one: one message of several lines.
+            while let Some(head) = line.strip_suffix('\\') {
+                let head = head.to_owned();
+                match lines.next_line().await {
+                    Ok(Some(next)) => line = format!("{head}\n{next}"),
+                    _ => {
+                        line = head;
+                        break;
+                    }
+                }
+            }
             let kind = match parse_line(&line) {
                 Line::Empty => continue,
                 Line::Quit => break,
@@ -192,7 +204,7 @@ impl Session {
                 }
             }
             MetaCommand::Help => {
-                ":user NAME, :chat NAME, :group, :dm, :press TOKEN, :quit; a number presses that button".into()
+                ":user NAME, :chat NAME, :group, :dm, :press TOKEN, :quit; a number presses that button; end a line with \\ to go on on the next".into()
             }
         }
     }

@@ -97,7 +97,7 @@ async fn over_long_and_malformed_input_is_answered_and_nothing_else_is_lost() {
             "That message is 18 KiB; messages over 16 KiB are not read. Nothing was done.",
             "opsclaw> pong",
             "/help: <command> is too long (at most 256 characters)",
-            "I answer commands. Send /help to see them.",
+            "Nothing in the runbooks answers “just chatting”, so I won't guess.",
             "pong: after",
         ],
     );
@@ -116,10 +116,18 @@ async fn group_chats_answer_only_when_addressed() {
     let out = run_script(
         &["chat"],
         dir.path(),
-        &[":group", "hello everyone", "/ping@otherbot", "@opsclaw /ping one", "/ping two", "@opsclaw what now"],
+        &[
+            ":group",
+            "hello everyone",
+            "/ping@otherbot",
+            "@opsclaw /ping one",
+            "/ping two",
+            "@opsclaw pod keeps restarting",
+        ],
     )
     .await;
-    assert_in_order(&out, &["pong: one", "pong: two", "I answer commands."]);
+    // A mention with plain text is a question for the knowledge base.
+    assert_in_order(&out, &["pong: one", "pong: two", "💡 pod keeps restarting"]);
     assert_eq!(out.matches("opsclaw> ").count(), 3, "only addressed messages get answers:\n{out}");
 }
 

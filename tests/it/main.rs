@@ -8,11 +8,13 @@
 mod alert_store;
 mod alertmanager;
 mod alerts;
+mod answers;
 mod chat;
 mod cli;
 mod crash;
 mod fake_feishu;
 mod fake_feishu_ws;
+mod fake_llm;
 mod fake_telegram;
 mod feishu;
 mod feishu_ws;

@@ -313,12 +313,19 @@ async fn knowledge(
     let notes = kb_config.add_root.clone().unwrap_or_else(|| config.data_dir.join("kb-notes"));
     std::fs::create_dir_all(&notes).with_context(|| format!("creating {}", notes.display()))?;
     // The notes are searched too: inside a root they already are, else as their own root.
-    let inside = kb_config.roots.iter().any(|r| notes.starts_with(&r.path));
-    if !inside {
-        let mut root = Root::dir(&notes);
-        root.name = crate::kb::service::NOTES.to_owned();
-        roots.push(root);
-    }
+    let within = kb_config.roots.iter().find_map(|r| {
+        let relative = notes.strip_prefix(&r.path).ok()?;
+        Some(Path::new(&r.name).join(relative).display().to_string())
+    });
+    let notes_shown = match within {
+        Some(shown) => shown,
+        None => {
+            let mut root = Root::dir(&notes);
+            root.name = crate::kb::service::NOTES.to_owned();
+            roots.push(root);
+            crate::kb::service::NOTES.to_owned()
+        }
+    };
     let dir = config.data_dir.join("kb-index");
     let started = std::time::Instant::now();
     let (kb, stats) = tokio::task::spawn_blocking(move || Kb::build(roots, &dir))
@@ -337,6 +344,7 @@ async fn knowledge(
         llm,
         relevance: kb_config.relevance,
         notes,
+        notes_shown,
         add_role: kb_config.add_role.clone(),
         outbox,
         cards: defs.cards.clone(),

@@ -4,11 +4,11 @@
 
 use minijinja::{Value, context};
 
+use super::ops::text;
 use super::{Ctx, HandlerError};
 use crate::card::CardId;
 use crate::clock::format_ms;
 use crate::i18n::Msg;
-use crate::kb::service::NOTES;
 use crate::kb::service::{AnswerState, AnswerTo, MAX_TITLE_CHARS, NoteError, Sources};
 use crate::kb::{KbError, MAX_QUERY_CHARS};
 use crate::reply::{CardKey, CardMode, Reply};
@@ -16,10 +16,6 @@ use crate::store::{AuditEntry, RunOp};
 
 /// Hits on a `/kb` card.
 const KB_HITS: usize = 5;
-
-fn text(ctx: &Ctx<'_>, msg: Msg, args: &[(&str, &str)]) -> Vec<Reply> {
-    vec![Reply::text(ctx.event, ctx.t(msg, args))]
-}
 
 fn too_long(ctx: &Ctx<'_>) -> Vec<Reply> {
     text(ctx, Msg::KbQueryTooLong, &[("max", &MAX_QUERY_CHARS.to_string())])
@@ -98,7 +94,7 @@ async fn add(ctx: &Ctx<'_>, input: &str) -> Result<Vec<Reply>, HandlerError> {
     let at = format_ms(ctx.bot.clock.now_ms());
     let (result, reply) = match knowledge.add_note(title, content, ctx.principal.key(), &at).await {
         Ok(name) => {
-            let shown = format!("{NOTES}/{name}");
+            let shown = format!("{}/{name}", knowledge.notes_shown);
             ("saved", Ok((shown.clone(), text(ctx, Msg::KbAddDone, &[("title", title), ("path", &shown)]))))
         }
         Err(NoteError::Exists(name)) => ("exists", Ok((name.clone(), text(ctx, Msg::KbAddExists, &[("path", &name)])))),

@@ -37,7 +37,7 @@ pub(super) fn who(ctx: &Ctx<'_>) -> Who {
     }
 }
 
-fn text(ctx: &Ctx<'_>, msg: Msg, args: &[(&str, &str)]) -> Vec<Reply> {
+pub(super) fn text(ctx: &Ctx<'_>, msg: Msg, args: &[(&str, &str)]) -> Vec<Reply> {
     vec![Reply::text(ctx.event, ctx.t(msg, args))]
 }
 

@@ -183,10 +183,3 @@ pub fn validate(
         llm,
     }
 }
-
-impl Default for KbConfig {
-    /// No `[kb]` section: the example runbooks and notes from chat.
-    fn default() -> Self {
-        validate(RawKb::default(), Path::new("."), &|_| None, &mut |_, _| {})
-    }
-}

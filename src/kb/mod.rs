@@ -437,10 +437,6 @@ impl Kb {
         Ok(stats)
     }
 
-    fn terms(&self, query: &str) -> Vec<String> {
-        analyze(query)
-    }
-
     /// Terms the query's shorthand stands for, not already in `terms`.
     fn synonyms(&self, query: &str, terms: &[String]) -> Vec<String> {
         let lower = query.to_lowercase();
@@ -449,7 +445,7 @@ impl Kb {
         for (short, long) in SYNONYMS {
             let present = if short.is_ascii() { words.contains(short) } else { lower.contains(short) };
             if present {
-                for t in self.terms(long) {
+                for t in analyze(long) {
                     if !terms.contains(&t) && !extra.contains(&t) {
                         extra.push(t);
                     }
@@ -478,7 +474,7 @@ impl Kb {
         if query.chars().count() > MAX_QUERY_CHARS {
             return Err(KbError::QueryTooLong);
         }
-        let terms = self.terms(query);
+        let terms = analyze(query);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -563,7 +559,7 @@ impl Kb {
         // jieba cuts the same characters differently in different contexts (满 in 快满了).
         let found = |t: &String| present.contains(t) || (answer::is_chinese(t) && all.contains(t.as_str()));
         let (mut total, mut matched) = (0.0f32, 0.0f32);
-        for term in self.terms(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
+        for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
             let df = searcher.doc_freq(&Term::from_field_text(self.fields.body, &term)).unwrap_or(0) as f32;
             let weight = (1.0 + docs / (1.0 + df)).ln();
             total += weight;
@@ -625,7 +621,7 @@ impl Kb {
     /// The passage of the documents `filter` selects that best matches `text`
     /// (the first passage when nothing in `text` matches).
     fn best_within(&self, filter: Term, text: &str) -> Result<Option<Hit>, KbError> {
-        let terms = self.terms(&text.chars().take(MAX_QUERY_CHARS).collect::<String>());
+        let terms = analyze(&text.chars().take(MAX_QUERY_CHARS).collect::<String>());
         let mut clauses = self.clauses(&terms, &[]);
         clauses.push((Occur::Must, Box::new(TermQuery::new(filter, IndexRecordOption::Basic))));
         let query = BooleanQuery::new(clauses);

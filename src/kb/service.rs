@@ -43,6 +43,8 @@ pub struct Knowledge {
     pub relevance: f32,
     /// Where `/kb add` writes (a directory that is also a root) and who may.
     pub notes: PathBuf,
+    /// The notes directory as hits name it (`notes`, or `<root>/<dir>` inside a root).
+    pub notes_shown: String,
     pub add_role: Role,
     outbox: Arc<Outbox>,
     cards: Arc<CardSet>,
@@ -85,6 +87,7 @@ pub struct KnowledgeParts {
     pub llm: Option<Llm>,
     pub relevance: f32,
     pub notes: PathBuf,
+    pub notes_shown: String,
     pub add_role: Role,
     pub outbox: Arc<Outbox>,
     pub cards: Arc<CardSet>,
@@ -99,6 +102,7 @@ impl Knowledge {
             llm: p.llm,
             relevance: p.relevance,
             notes: p.notes,
+            notes_shown: p.notes_shown,
             add_role: p.add_role,
             outbox: p.outbox,
             cards: p.cards,

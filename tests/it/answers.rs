@@ -152,22 +152,23 @@ async fn a_model_writes_the_answer_into_the_card_and_every_failure_falls_back_to
     let root = runbooks(dir.path());
     let pieces =
         ["Check the lag per partition with ", "`kafka-consumer-groups --describe` [1]", ", then scale [1][7]."];
-    let llm = FakeLlm::start(Mode::Answer {
-        pieces: pieces.iter().map(|p| p.to_string()).collect(),
-        gap: Duration::from_millis(700),
-    })
-    .await;
-    let path = write_config(dir.path(), &config(&root, Some((&llm.base_url(), "1s"))));
+    let llm =
+        FakeLlm::start(Mode::Answer { pieces: pieces.iter().map(|p| p.to_string()).collect(), paced: true }).await;
+    let path = write_config(dir.path(), &config(&root, Some((&llm.base_url(), "5s"))));
     let mut bot = Proc::spawn_with_env(
         &["chat", "--config", path.to_str().unwrap()],
         dir.path(),
         &[("OPSCLAW_TEST_LLM_KEY", "sk-test-123")],
     );
 
-    // Streamed: the card is posted as "writing", updated as the text grows, then final.
+    // Streamed: the card is posted as "writing", updated as the text grows
+    // (each piece released once the card shows the one before), then final.
     bot.send("/ask kafka consumer lag is growing, what do I check?").await;
     bot.expect("Writing an answer from the runbooks").await;
-    bot.expect("(card #1 updated)").await;
+    bot.expect("Check the lag per partition with ✍️").await;
+    llm.release();
+    bot.expect("`kafka-consumer-groups --describe` [1] ✍️").await;
+    llm.release();
     let last = bot.expect("Written by fake-model").await;
     let out = bot.seen.join("\n");
     assert!(
@@ -189,7 +190,7 @@ async fn a_model_writes_the_answer_into_the_card_and_every_failure_falls_back_to
     assert!(user.contains("Question: kafka consumer lag is growing"), "{user}");
 
     // A Chinese question is answered in Chinese.
-    llm.set_mode(Mode::Answer { pieces: vec!["先清理日志 [1]。".into()], gap: Duration::ZERO });
+    llm.set_mode(Mode::Answer { pieces: vec!["先清理日志 [1]。".into()], paced: false });
     bot.send("磁盘满了怎么处理").await;
     bot.expect("先清理日志 [1]。").await;
     let system = llm.requests()[1].body["messages"][0]["content"].as_str().unwrap().to_owned();

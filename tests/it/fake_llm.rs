@@ -2,13 +2,13 @@
 //! `POST /v1/chat/completions` answers as the real API does, streamed as
 //! server-sent events (`data: {chunk}` lines, then `data: [DONE]`) when the
 //! request asks for `stream: true`, else one JSON completion. Knobs make it
-//! slow between chunks, hang, fail with a status, rate limit with 429 and
+//! stream piece by piece as the test releases them (a slow model, under the
+//! test's control), hang, fail with a status, rate limit with 429 and
 //! `Retry-After`, or send garbage. Every request body is recorded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -17,13 +17,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone)]
 pub enum Mode {
-    /// The answer in these pieces, `gap` apart.
+    /// The answer in these pieces. `paced`: the first is sent at once, each
+    /// further one when the test calls [`FakeLlm::release`].
     Answer {
         pieces: Vec<String>,
-        gap: Duration,
+        paced: bool,
     },
     /// Never answers.
     Hang,
@@ -44,6 +46,8 @@ pub struct Request {
 struct Shared {
     mode: Mutex<Mode>,
     requests: Mutex<Vec<Request>>,
+    /// One permit per piece the test has released.
+    released: Semaphore,
 }
 
 pub struct FakeLlm {
@@ -60,7 +64,8 @@ impl Drop for FakeLlm {
 
 impl FakeLlm {
     pub async fn start(mode: Mode) -> FakeLlm {
-        let shared = Arc::new(Shared { mode: Mutex::new(mode), requests: Mutex::new(Vec::new()) });
+        let shared =
+            Arc::new(Shared { mode: Mutex::new(mode), requests: Mutex::new(Vec::new()), released: Semaphore::new(0) });
         let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
@@ -75,6 +80,11 @@ impl FakeLlm {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Lets a paced answer send its next piece.
+    pub fn release(&self) {
+        self.shared.released.add_permits(1);
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -115,17 +125,19 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             response
         }
         Mode::Garbage => event_stream(Body::from("data: {this is not json\n\n")),
-        Mode::Answer { pieces, gap } if body["stream"] == json!(true) => {
-            let mut events = vec![chunk(&model, json!({ "role": "assistant", "content": "" }), None)];
-            events.extend(pieces.iter().map(|p| chunk(&model, json!({ "content": p }), None)));
-            events.push(chunk(&model, json!({}), Some("stop")));
-            events.push(Bytes::from("data: [DONE]\n\n"));
-            let stream = futures_util::stream::unfold((events.into_iter(), true), move |(mut rest, first)| async move {
-                let next = rest.next()?;
-                if !first {
-                    tokio::time::sleep(gap).await;
+        Mode::Answer { pieces, paced } if body["stream"] == json!(true) => {
+            // (event, whether it waits for a release): the role chunk and the first piece go at once.
+            let mut events = vec![(chunk(&model, json!({ "role": "assistant", "content": "" }), None), false)];
+            let content = pieces.iter().enumerate().map(|(i, p)| (chunk(&model, json!({ "content": p }), None), paced && i > 0));
+            events.extend(content);
+            events.push((chunk(&model, json!({}), Some("stop")), false));
+            events.push((Bytes::from("data: [DONE]\n\n"), false));
+            let stream = futures_util::stream::unfold((events.into_iter(), shared), |(mut rest, shared)| async move {
+                let (event, gated) = rest.next()?;
+                if gated {
+                    shared.released.acquire().await.expect("the semaphore is never closed").forget();
                 }
-                Some((Ok::<_, Infallible>(next), (rest, false)))
+                Some((Ok::<_, Infallible>(event), (rest, shared)))
             });
             event_stream(Body::from_stream(stream))
         }

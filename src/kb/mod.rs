@@ -1,9 +1,12 @@
 //! The knowledge base: Markdown runbooks under one or more roots, indexed
 //! with tantivy by passage (a section under its headings). Title, aliases
 //! (front-matter aliases and tags, the file name) and headings weigh more
-//! than the body; a document's score is its best passage's. Queries are
-//! analyzed like the text and turned into term queries directly, so query
-//! syntax characters in what people type are just characters.
+//! than the body. Each document also has an entry of its own with all its
+//! words: a document's score is its best passage's (plus a little of its
+//! second's and of its own entry's), times the share of the question's topic
+//! words it has anywhere. Queries are analyzed like the text and turned into
+//! term queries directly, so query syntax characters in what people type are
+//! just characters.
 //!
 //! A [`Kb`] built from [`Root`]s remembers what it read (path, modification
 //! time, size) and [`Kb::sync`] re-reads only what changed since, so a
@@ -24,6 +27,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::SystemTime;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use tantivy::DocSet;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
@@ -38,30 +42,95 @@ pub const MAX_QUERY_CHARS: usize = 1000;
 const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 /// An update touches a few files: one indexing thread at tantivy's smallest budget.
 const UPDATE_WRITER_MEMORY: usize = 15_000_000;
-/// Ops shorthand and the words runbooks use for it. A query with the left
-/// side also looks for the right side, at `SYNONYM_WEIGHT`.
+/// Ops shorthand, error messages people paste, and the words runbooks use
+/// for them. A query that has the left side (a word or words in a row;
+/// Chinese anywhere in the text) also looks for the right side's words, at
+/// `SYNONYM_WEIGHT`.
 const SYNONYMS: &[(&str, &str)] = &[
     ("ntp", "clock synchronising"),
+    ("drift", "clock skew"),
     ("pvc", "persistent volume"),
     ("pv", "persistent volume"),
     ("inode", "files"),
     ("inodes", "files"),
     ("fd", "file descriptor"),
     ("fds", "file descriptors"),
+    ("open files", "file descriptors"),
+    ("no space left", "filesystem space"),
+    ("disk full", "filesystem space"),
     ("oom", "out of memory"),
     ("oomkilled", "out of memory"),
     ("k8s", "kubernetes"),
     ("cert", "certificate"),
     ("certs", "certificates"),
+    ("x509", "certificate"),
     ("hpa", "horizontal pod autoscaler"),
+    ("autoscaler", "hpa"),
     ("apiserver", "api server"),
     ("crashloop", "crash looping"),
+    ("crashloopbackoff", "crash looping"),
+    ("restart loop", "crash looping"),
+    ("notready", "not ready"),
+    ("nic", "network interface"),
+    ("tx", "transmit"),
+    ("rx", "receive"),
+    ("up and down", "flapping"),
+    ("md", "raid"),
+    ("mdadm", "raid"),
+    ("quorum", "insufficient members"),
     ("域名", "dns"),
     ("证书", "certificate"),
+    ("有状态", "statefulset"),
+    ("扩缩容", "scale"),
+    ("定时任务", "cronjob"),
+    ("内核参数", "sysctl"),
+    ("审计", "audit"),
+    ("探针", "probe"),
+    ("端口转发", "port forward"),
+    ("亲和", "affinity"),
+    ("污点", "taint"),
+    ("配额", "quota"),
+    ("持久卷", "persistentvolume"),
+    ("存储类", "storageclass"),
+    ("服务账号", "serviceaccount"),
+    ("环境变量", "env"),
+    ("内存溢出", "out of memory"),
 ];
+
+/// [`SYNONYMS`] as the query is matched against them: the left side as
+/// space-separated lower-case words (` a b `, or the Chinese text), the right
+/// side as the analyzer's terms.
+static SHORTHAND: LazyLock<Vec<(String, Vec<String>)>> = LazyLock::new(|| {
+    SYNONYMS
+        .iter()
+        .map(|(short, long)| {
+            let short = if short.is_ascii() { format!(" {short} ") } else { (*short).to_owned() };
+            (short, analyze(long))
+        })
+        .collect()
+});
+
+/// The shorthand in `query`: for each left side it has, the terms it stands for.
+fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<String>)> {
+    let lower = query.to_lowercase();
+    let mut words = String::from(" ");
+    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        words.push_str(word);
+        words.push(' ');
+    }
+    SHORTHAND.iter().filter(move |(short, _)| {
+        if short.is_ascii() { words.contains(short.as_str()) } else { lower.contains(short.as_str()) }
+    })
+}
+
 const SYNONYM_WEIGHT: f32 = 0.5;
 /// How much a document's second matching passage adds to its best one.
 const SECOND_PASSAGE: f32 = 0.3;
+/// How much the whole document's own score adds to its passages'. The sum
+/// is then multiplied by the share of the question's topic words the
+/// document has (measured with `cargo bench --bench kb`: the share as a plain
+/// factor beat its square and cube, and 0.3 beat 0.6 and 1 here).
+const WHOLE_WEIGHT: f32 = 0.3;
 
 /// Field weights against the body's 1: where a word appears says how much it
 /// tells (measured with `cargo bench --bench kb`; higher title weights let
@@ -241,6 +310,11 @@ struct Fields {
     aliases: Field,
     heading: Field,
     body: Field,
+    /// A document's entry of its own (besides its passages): every word of
+    /// it, for a whole-document score and for which query words it has.
+    all: Field,
+    /// `root \0 path` on the document's own entry (passages have `key`).
+    doc_key: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -258,6 +332,15 @@ fn schema() -> (Schema, Fields) {
         aliases: b.add_text_field("aliases", stored_text.clone()),
         heading: b.add_text_field("heading", stored_text.clone()),
         body: b.add_text_field("body", stored_text),
+        all: b.add_text_field(
+            "all",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(tokenize::NAME)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        ),
+        doc_key: b.add_text_field("doc_key", STRING),
     };
     (b.build(), fields)
 }
@@ -273,6 +356,8 @@ fn fields_of(schema: &Schema) -> Result<Fields, KbError> {
         aliases: f("aliases")?,
         heading: f("heading")?,
         body: f("body")?,
+        all: f("all")?,
+        doc_key: f("doc_key")?,
     })
 }
 
@@ -335,6 +420,21 @@ fn analyze(text: &str) -> Vec<String> {
         }
     }
     terms
+}
+
+/// One document while ranking: its best passage, score, whether a second
+/// passage counted, and its own entry (for the words it has).
+struct Ranked {
+    key: String,
+    best: DocAddress,
+    score: f32,
+    second: bool,
+    entry: Option<DocAddress>,
+}
+
+/// A stored text field's value ("" when absent).
+fn stored(doc: &TantivyDocument, field: Field) -> String {
+    doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned()
 }
 
 /// A snippet as Markdown: the matched words in bold, whitespace collapsed.
@@ -421,6 +521,7 @@ impl Kb {
         let mut writer: IndexWriter<TantivyDocument> = self.index.writer_with_num_threads(1, UPDATE_WRITER_MEMORY)?;
         for key in changed.iter().copied().chain(&removed) {
             writer.delete_term(Term::from_field_text(self.fields.key, key));
+            writer.delete_term(Term::from_field_text(self.fields.doc_key, key));
         }
         for key in &changed {
             let (i, relative, stamp) = &seen[*key];
@@ -439,16 +540,11 @@ impl Kb {
 
     /// Terms the query's shorthand stands for, not already in `terms`.
     fn synonyms(&self, query: &str, terms: &[String]) -> Vec<String> {
-        let lower = query.to_lowercase();
-        let words: HashSet<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-        let mut extra = Vec::new();
-        for (short, long) in SYNONYMS {
-            let present = if short.is_ascii() { words.contains(short) } else { lower.contains(short) };
-            if present {
-                for t in analyze(long) {
-                    if !terms.contains(&t) && !extra.contains(&t) {
-                        extra.push(t);
-                    }
+        let mut extra: Vec<String> = Vec::new();
+        for (_, long) in shorthand_in(query) {
+            for t in long {
+                if !terms.contains(t) && !extra.contains(t) {
+                    extra.push(t.clone());
                 }
             }
         }
@@ -484,30 +580,112 @@ impl Kb {
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         // A document ranks by its best passage, plus a little for a second one
         // that also matches: a runbook whose several sections answer beats a
-        // sibling that only shares its title's words. Snippets only for the winners.
-        struct Ranked {
-            key: (String, String),
-            best: DocAddress,
-            score: f32,
-            second: bool,
-        }
+        // sibling that only shares its title's words.
         let mut ranked: Vec<Ranked> = Vec::new();
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            let key = (text(self.fields.root), text(self.fields.path));
+            let key = doc_key(&stored(&doc, self.fields.root), &stored(&doc, self.fields.path));
             match ranked.iter_mut().find(|r| r.key == key) {
                 Some(r) if !r.second => {
                     r.second = true;
                     r.score += SECOND_PASSAGE * score;
                 }
                 Some(_) => {}
-                None => ranked.push(Ranked { key, best: address, score, second: false }),
+                None => ranked.push(Ranked { key, best: address, score, second: false, entry: None }),
             }
+        }
+        // Then the whole document: its own score for the query's words, and
+        // the share of the question's topic words it has anywhere. A sibling
+        // that shares two title words loses to the runbook that has them all.
+        let whole = BooleanQuery::new(self.whole_clauses(&terms, &synonyms));
+        let mut whole_scores = HashMap::new();
+        for (score, address) in searcher.search(&whole, &TopDocs::with_limit(limit * 10).order_by_score())? {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let key = doc_key(&stored(&doc, self.fields.root), &stored(&doc, self.fields.path));
+            whole_scores.insert(key, (score, address));
+        }
+        for r in &mut ranked {
+            r.entry = match whole_scores.get(&r.key) {
+                Some(&(score, address)) => {
+                    r.score += WHOLE_WEIGHT * score;
+                    Some(address)
+                }
+                None => {
+                    let by_key =
+                        TermQuery::new(Term::from_field_text(self.fields.doc_key, &r.key), IndexRecordOption::Basic);
+                    searcher.search(&by_key, &TopDocs::with_limit(1).order_by_score())?.first().map(|(_, a)| *a)
+                }
+            };
+        }
+        let topic = self.topic_terms(&searcher, &terms);
+        let coverage = self.coverage(&searcher, &topic, &ranked)?;
+        for (r, c) in ranked.iter_mut().zip(coverage) {
+            r.score *= c;
         }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
         let snippets = self.snippets(&searcher, &query)?;
         ranked.into_iter().take(limit).map(|r| self.hit(&searcher, &snippets, r.best, r.score)).collect()
+    }
+
+    /// The query's words (and shorthand) against the documents' own entries.
+    fn whole_clauses(&self, terms: &[String], synonyms: &[String]) -> Vec<(Occur, Box<dyn Query>)> {
+        let weighted = terms.iter().map(|t| (t, 1.0)).chain(synonyms.iter().map(|t| (t, SYNONYM_WEIGHT)));
+        weighted
+            .map(|(term, weight)| {
+                let q = TermQuery::new(Term::from_field_text(self.fields.all, term), IndexRecordOption::WithFreqs);
+                (Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight)) as Box<dyn Query>)
+            })
+            .collect()
+    }
+
+    /// The query's topic words (no stop words), each with its weight: how rare it is.
+    fn topic_terms(&self, searcher: &Searcher, terms: &[String]) -> Vec<(Term, f32)> {
+        let docs = searcher.num_docs().max(1) as f32;
+        terms
+            .iter()
+            .filter(|t| !STOP_TERMS.contains(*t))
+            .map(|t| {
+                let term = Term::from_field_text(self.fields.all, t);
+                let df = searcher.doc_freq(&term).unwrap_or(0) as f32;
+                (term, (1.0 + docs / (1.0 + df)).ln())
+            })
+            .collect()
+    }
+
+    /// For each ranked document, the weighed share of `topic` its own entry
+    /// has (1 when the query has no topic words), read from the postings.
+    fn coverage(&self, searcher: &Searcher, topic: &[(Term, f32)], ranked: &[Ranked]) -> Result<Vec<f32>, KbError> {
+        let total: f32 = topic.iter().map(|(_, w)| w).sum();
+        if total == 0.0 {
+            return Ok(vec![1.0; ranked.len()]);
+        }
+        let mut matched = vec![0.0f32; ranked.len()];
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let mut local: Vec<(u32, usize)> = ranked
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.entry.filter(|a| a.segment_ord as usize == ord).map(|a| (a.doc_id, i)))
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            local.sort_unstable();
+            let inverted = segment.inverted_index(self.fields.all)?;
+            for (term, weight) in topic {
+                let postings = inverted.read_postings(term, IndexRecordOption::Basic);
+                let postings = postings.map_err(|e| KbError::Index(e.into()))?;
+                let Some(mut postings) = postings else { continue };
+                for &(doc, i) in &local {
+                    if postings.doc() < doc {
+                        postings.seek(doc);
+                    }
+                    if postings.doc() == doc {
+                        matched[i] += weight;
+                    }
+                }
+            }
+        }
+        Ok(matched.into_iter().map(|m| m / total).collect())
     }
 
     fn snippets(&self, searcher: &Searcher, query: &dyn Query) -> Result<SnippetGenerator, KbError> {
@@ -559,13 +737,15 @@ impl Kb {
         // jieba cuts the same characters differently in different contexts (满 in 快满了).
         let found = |t: &String| present.contains(t) || (answer::is_chinese(t) && all.contains(t.as_str()));
         let (mut total, mut matched) = (0.0f32, 0.0f32);
+        // A word of the query's shorthand counts as present when the words it stands for are.
+        let stood_for: Vec<(String, &Vec<String>)> =
+            shorthand_in(query).map(|(short, long)| (short.trim().to_owned(), long)).collect();
         for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
             let df = searcher.doc_freq(&Term::from_field_text(self.fields.body, &term)).unwrap_or(0) as f32;
             let weight = (1.0 + docs / (1.0 + df)).ln();
             total += weight;
-            let stands_for = SYNONYMS.iter().filter(|(short, _)| analyze(short) == [term.clone()]);
-            if found(&term) || stands_for.into_iter().any(|(_, long)| analyze(long).iter().all(|t| present.contains(t)))
-            {
+            let mut stands_for = stood_for.iter().filter(|(short, _)| analyze(short).contains(&term));
+            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) {
                 matched += weight;
             }
         }
@@ -673,6 +853,19 @@ fn add_file(
         writer.add_document(doc)?;
         stats.passages += 1;
     }
+    let mut all = format!("{}\n{aliases}\n", parsed.title);
+    for passage in &parsed.passages {
+        all.push_str(&passage.heading);
+        all.push('\n');
+        all.push_str(&passage.text);
+        all.push('\n');
+    }
+    writer.add_document(doc!(
+        fields.doc_key => key,
+        fields.root => root.name.clone(),
+        fields.path => relative.to_owned(),
+        fields.all => all,
+    ))?;
     stats.documents += 1;
     Ok(())
 }

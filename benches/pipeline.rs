@@ -124,7 +124,7 @@ async fn run(args: Args) {
                     message_id: None,
                     thread: None,
                     received_at_ms: 0,
-                    kind: EventKind::Message { text: "/ping".into(), mentions_bot: false },
+                    kind: EventKind::Message { text: "/ping".into(), mentions_bot: false, quoted: None },
                 };
                 submitted_at.lock().unwrap()[n] = Some(Instant::now());
                 inbox.submit(event).await.expect("event accepted");

@@ -44,7 +44,7 @@ use crate::platform::feishu::{API_TIMEOUT, Feishu};
 use crate::platform::telegram::poll::Poller;
 use crate::platform::telegram::webhook::{self as telegram_webhook, WebhookState};
 use crate::platform::telegram::{self, Telegram};
-use crate::platform::{ChannelState, Channels, ChatPlatform};
+use crate::platform::{ChannelState, Channels, ChatPlatform, Reader};
 use crate::policy::Policy;
 use crate::router::RouterConfig;
 use crate::status::{Settle, Stats};
@@ -150,6 +150,8 @@ pub async fn start(
         max_delay: p.retry_max,
         send_timeout: p.send_timeout,
     };
+    // Handlers read from the platforms (a replied-to message); only the outbox sends.
+    let reader = Reader::new(&platforms);
     let outbox = Outbox::new(store.clone(), journal.clone(), platforms, retry, stats.clone(), clock, stop.clone());
     let mut tasks = Vec::new();
     let kb = knowledge(config, &defs, outbox.clone(), clock).await?;
@@ -222,6 +224,7 @@ pub async fn start(
         alerts: alerts.clone(),
         runs: runs.clone(),
         kb: kb.clone(),
+        reader,
         catalog: defs.catalog.clone(),
         commands: defs.commands.clone(),
         cards: defs.cards,

@@ -151,9 +151,23 @@ pub struct Event {
 pub enum EventKind {
     /// A text message. `mentions_bot` is set by the adapter when the platform
     /// marked the bot as mentioned; the router still strips a typed `@name`.
-    Message { text: String, mentions_bot: bool },
+    /// `quoted` is the message this one replies to, when the user replied to one.
+    Message { text: String, mentions_bot: bool, quoted: Option<Quoted> },
     /// A button press carrying the opaque action token the card was sent with.
     Action { token: String },
+}
+
+/// The message an event replies to, as far as the platform told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quoted {
+    /// The platform sent the replied-to message along (Telegram): its text or
+    /// caption, empty when it has none (a sticker, a photo without caption).
+    Text(String),
+    /// The platform sent only its id (Feishu's `parent_id`). Reading its text
+    /// is a call to the platform, which must not happen before the event is
+    /// acknowledged, so the handler that needs it asks
+    /// [`crate::platform::Reader`].
+    Id(MessageId),
 }
 
 impl EventKind {

@@ -120,6 +120,8 @@ messages! {
     KbAddDone = "kb.add_done",
     KbAddExists = "kb.add_exists",
     KbAddFailed = "kb.add_failed",
+    KbAddQuoteEmpty = "kb.add_quote_empty",
+    QuoteUnreadable = "quote.unreadable",
     KbQueryTooLong = "kb.query_too_long",
     AnswerNothing = "answer.nothing",
     AnswerNothingClosest = "answer.nothing_closest",

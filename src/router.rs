@@ -57,7 +57,7 @@ pub enum IgnoreReason {
 pub fn route(config: &RouterConfig, commands: &CommandSet, event: &Event) -> Route {
     let (text, platform_mention) = match &event.kind {
         EventKind::Action { token } => return Route::Action(ActionToken::from_wire(token)),
-        EventKind::Message { text, mentions_bot } => (text.as_str(), *mentions_bot),
+        EventKind::Message { text, mentions_bot, .. } => (text.as_str(), *mentions_bot),
     };
     if text.len() > MAX_MESSAGE_BYTES {
         return Route::Reject(Rejection::TooLong { bytes: text.len() });
@@ -119,7 +119,7 @@ mod tests {
             message_id: None,
             thread: None,
             received_at_ms: 0,
-            kind: EventKind::Message { text: text.to_owned(), mentions_bot },
+            kind: EventKind::Message { text: text.to_owned(), mentions_bot, quoted: None },
         }
     }
 

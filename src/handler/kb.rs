@@ -1,6 +1,7 @@
 //! The knowledge base in chat: `/kb QUERY` (search), `/kb add TITLE` (save a
-//! note; role-protected and audited), `/ask QUESTION` and free text
-//! addressed to the bot (answered from relevant passages only, never a guess).
+//! note, written below the title or replied to; role-protected and audited),
+//! `/ask QUESTION` and free text addressed to the bot (answered from relevant
+//! passages only, never a guess).
 
 use minijinja::{Value, context};
 
@@ -8,6 +9,7 @@ use super::ops::text;
 use super::{Ctx, HandlerError};
 use crate::card::CardId;
 use crate::clock::format_ms;
+use crate::event::EventKind;
 use crate::i18n::Msg;
 use crate::kb::service::{AnswerState, AnswerTo, MAX_TITLE_CHARS, NoteError, Sources};
 use crate::kb::{KbError, MAX_QUERY_CHARS};
@@ -78,7 +80,10 @@ pub async fn ask(ctx: &Ctx<'_>, question: &str) -> Result<Vec<Reply>, HandlerErr
     Ok(Vec::new())
 }
 
-/// `/kb add TITLE` with the content on the following lines.
+/// `/kb add TITLE` with the content on the following lines or, when there are
+/// none, the text of the message it replies to. Lines of its own win, and the
+/// quote is not added to them: in a Feishu thread every message counts as a
+/// reply to the thread's first one, which the user did not mean to save.
 async fn add(ctx: &Ctx<'_>, input: &str) -> Result<Vec<Reply>, HandlerError> {
     let knowledge = &ctx.bot.kb;
     let by = super::ops::who(ctx);
@@ -88,11 +93,25 @@ async fn add(ctx: &Ctx<'_>, input: &str) -> Result<Vec<Reply>, HandlerError> {
     }
     let (title, content) = input.split_once('\n').unwrap_or((input, ""));
     let (title, content) = (title.trim(), content.trim());
-    if title.is_empty() || content.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
         return Ok(text(ctx, Msg::KbAddUsage, &[]));
     }
+    let quoted = match &ctx.event.kind {
+        EventKind::Message { quoted, .. } => quoted.as_ref(),
+        EventKind::Action { .. } => None,
+    };
+    let content = match quoted {
+        _ if !content.is_empty() => content.to_owned(),
+        None => return Ok(text(ctx, Msg::KbAddUsage, &[])),
+        // Read only now, not by the adapter: the platform is acked before any handler runs.
+        Some(quoted) => match ctx.bot.reader.quoted_text(&ctx.event.chat, quoted).await {
+            Ok(Some(quoted_text)) => quoted_text,
+            Ok(None) => return Ok(text(ctx, Msg::KbAddQuoteEmpty, &[])),
+            Err(e) => return Err(HandlerError::Quoted(e)),
+        },
+    };
     let at = format_ms(ctx.bot.clock.now_ms());
-    let (result, reply) = match knowledge.add_note(title, content, ctx.principal.key(), &at).await {
+    let (result, reply) = match knowledge.add_note(title, &content, ctx.principal.key(), &at).await {
         Ok(name) => {
             let shown = format!("{}/{name}", knowledge.notes_shown);
             ("saved", Ok((shown.clone(), text(ctx, Msg::KbAddDone, &[("title", title), ("path", &shown)]))))

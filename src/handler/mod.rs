@@ -4,8 +4,9 @@
 //! handler and turns every error into what the user sees (logged once, in
 //! the event's span). Handlers return [`Reply`] values and never send; they
 //! reach the outside world only through the [`Store`] and the services on
-//! [`Bot`]: alerts (Alertmanager silences) and runs (which execute approved
-//! runs and re-render their cards through the outbox).
+//! [`Bot`]: alerts (Alertmanager silences), runs (which execute approved
+//! runs and re-render their cards through the outbox), the knowledge base and
+//! the platforms' [`Reader`] (a replied-to message's text; it cannot send).
 
 mod alerts;
 mod builtin;
@@ -20,7 +21,7 @@ use crate::command::{ArgError, CommandSet};
 use crate::event::Event;
 use crate::i18n::{Catalog, Locale, LocaleRules, Msg};
 use crate::metrics as m;
-use crate::platform::Channels;
+use crate::platform::{Channels, PlatformError, Reader};
 use crate::policy::{Denial, Policy, Principal};
 use crate::reply::Reply;
 use crate::router::{self, Rejection, Route, RouterConfig};
@@ -36,6 +37,8 @@ pub struct Bot {
     pub runs: Arc<crate::ops::Runs>,
     /// The knowledge base: search, answers (streamed by a model when one is configured), notes.
     pub kb: Arc<crate::kb::service::Knowledge>,
+    /// Reads from the platforms what an event only names (a replied-to message).
+    pub reader: Reader,
     pub catalog: Arc<Catalog>,
     pub commands: Arc<CommandSet>,
     pub cards: Arc<CardSet>,
@@ -79,6 +82,9 @@ pub enum HandlerError {
     Journal(#[from] crate::pipeline::journal::JournalError),
     #[error(transparent)]
     Kb(#[from] crate::kb::KbError),
+    /// The message the event replies to could not be read from its platform.
+    #[error("reading the replied-to message: {0}")]
+    Quoted(PlatformError),
 }
 
 impl Bot {
@@ -159,6 +165,10 @@ impl Bot {
             HandlerError::ExpiredToken { expired_at_ms } => {
                 tracing::info!("expired button token");
                 ctx.t(Msg::TokenExpired, &[("at", &crate::clock::format_ms(*expired_at_ms))])
+            }
+            HandlerError::Quoted(cause) => {
+                tracing::warn!(handler = label, error = %cause, "reading the replied-to message failed");
+                ctx.t(Msg::QuoteUnreadable, &[("error", &cause.to_string())])
             }
             HandlerError::Store(_) | HandlerError::Card(_) | HandlerError::Journal(_) | HandlerError::Kb(_) => {
                 tracing::error!(handler = label, error = %error, "handler failed");

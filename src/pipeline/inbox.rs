@@ -154,7 +154,7 @@ mod tests {
             message_id: None,
             thread: None,
             received_at_ms: 0,
-            kind: EventKind::Message { text: format!("/ping {n}"), mentions_bot: false },
+            kind: EventKind::Message { text: format!("/ping {n}"), mentions_bot: false, quoted: None },
         }
     }
 

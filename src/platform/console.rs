@@ -121,7 +121,7 @@ impl Console {
                     }
                 }
                 Line::PressToken(token) => EventKind::Action { token },
-                Line::Message(text) => EventKind::Message { text, mentions_bot: false },
+                Line::Message(text) => EventKind::Message { text, mentions_bot: false, quoted: None },
             };
             n_events += 1;
             let now = clock.now_ms();

@@ -1,7 +1,9 @@
 //! The boundary to chat platforms. Each platform lives in its own submodule
 //! and is the only code that knows its wire format: adapters turn platform
 //! input into [`crate::event::Event`]s, and a [`ChatPlatform`] turns persisted
-//! replies into platform messages.
+//! replies into platform messages. [`Reader`] is the read-only view of the
+//! platforms that handlers get: it fetches what an event only names (the
+//! text of a replied-to message), and cannot send.
 //!
 //! [`Channels`] is the shared record of every inbound channel's health, read
 //! by `/status`, `/readyz` and `/metrics`.
@@ -10,14 +12,14 @@ pub mod console;
 pub mod feishu;
 pub mod telegram;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::card::Card;
-use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
+use crate::event::{ChatRef, MessageId, PlatformKind, Quoted, ThreadId};
 
 /// Sends replies to one platform.
 #[async_trait]
@@ -36,6 +38,49 @@ pub trait ChatPlatform: Send + Sync + 'static {
     /// Delivers one message. `msg.key` is stable across retries and restarts;
     /// platforms that support idempotency keys must pass it on.
     async fn send(&self, msg: &Outbound<'_>) -> Result<Sent, PlatformError>;
+
+    /// The text of `message` in `chat`, for platforms whose events name a
+    /// replied-to message only by id. `None` when it has no text (an image, a
+    /// card); platforms that send replied-to messages along keep the default.
+    async fn message_text(&self, _chat: &ChatRef, _message: &MessageId) -> Result<Option<String>, PlatformError> {
+        Ok(None)
+    }
+}
+
+/// How long reading a message back may take: the handler waits for it, and
+/// the chat's next events wait for the handler.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The platforms as handlers see them: able to read a message an event
+/// quotes, unable to send (sending is the outbox's alone).
+#[derive(Clone)]
+pub struct Reader {
+    platforms: Arc<HashMap<PlatformKind, Arc<dyn ChatPlatform>>>,
+}
+
+impl Reader {
+    pub fn new(platforms: &[Arc<dyn ChatPlatform>]) -> Self {
+        Self { platforms: Arc::new(platforms.iter().map(|p| (p.kind(), p.clone())).collect()) }
+    }
+
+    /// The text of the message an event in `chat` replies to, read from the
+    /// platform when the event carried only its id (within [`READ_TIMEOUT`]).
+    /// `None` when that message has no text.
+    pub async fn quoted_text(&self, chat: &ChatRef, quoted: &Quoted) -> Result<Option<String>, PlatformError> {
+        let text = match quoted {
+            Quoted::Text(text) => Some(text.clone()),
+            Quoted::Id(message) => {
+                let Some(platform) = self.platforms.get(&chat.platform) else {
+                    return Err(PlatformError::Rejected(format!("platform {} is not enabled", chat.platform)));
+                };
+                match tokio::time::timeout(READ_TIMEOUT, platform.message_text(chat, message)).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(PlatformError::Retryable(format!("no answer within {READ_TIMEOUT:?}"))),
+                }
+            }
+        };
+        Ok(text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug)]

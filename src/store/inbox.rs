@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
 use super::{Store, StoreError};
-use crate::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, ThreadId, UserId};
+use crate::event::{
+    ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Quoted, Sender, ThreadId, UserId,
+};
 
 /// The stored form of an [`Event`]. Fields are only ever added.
 #[derive(Serialize, Deserialize)]
@@ -27,8 +29,24 @@ struct EventRow {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum KindRow {
-    Message { text: String, mentions_bot: bool },
-    Action { token: String },
+    Message {
+        text: String,
+        mentions_bot: bool,
+        // Absent in rows written before replies were kept, and left out when
+        // there is none, so those rows read back unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quoted: Option<QuotedRow>,
+    },
+    Action {
+        token: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum QuotedRow {
+    Text(String),
+    Id(String),
 }
 
 /// Inserts `events`, skipping ids already present; returns the ids inserted.
@@ -78,9 +96,14 @@ fn encode(event: &Event) -> String {
         thread: event.thread.as_ref().map(|t| t.as_str().to_owned()),
         received_at_ms: event.received_at_ms,
         kind: match &event.kind {
-            EventKind::Message { text, mentions_bot } => {
-                KindRow::Message { text: text.clone(), mentions_bot: *mentions_bot }
-            }
+            EventKind::Message { text, mentions_bot, quoted } => KindRow::Message {
+                text: text.clone(),
+                mentions_bot: *mentions_bot,
+                quoted: quoted.as_ref().map(|q| match q {
+                    Quoted::Text(text) => QuotedRow::Text(text.clone()),
+                    Quoted::Id(id) => QuotedRow::Id(id.as_str().to_owned()),
+                }),
+            },
             EventKind::Action { token } => KindRow::Action { token: token.clone() },
         },
     };
@@ -115,8 +138,53 @@ fn decode(event_id: String, payload: String) -> Result<Event, StoreError> {
         thread: row.thread.map(ThreadId::new),
         received_at_ms: row.received_at_ms,
         kind: match row.kind {
-            KindRow::Message { text, mentions_bot } => EventKind::Message { text, mentions_bot },
+            KindRow::Message { text, mentions_bot, quoted } => EventKind::Message {
+                text,
+                mentions_bot,
+                quoted: quoted.map(|q| match q {
+                    QuotedRow::Text(text) => Quoted::Text(text),
+                    QuotedRow::Id(id) => Quoted::Id(MessageId::new(id)),
+                }),
+            },
             KindRow::Action { token } => EventKind::Action { token },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(quoted: Option<Quoted>) -> Event {
+        Event {
+            id: EventId::new(PlatformKind::Feishu, "ev1"),
+            chat: ChatRef::new(PlatformKind::Feishu, "oc_1"),
+            chat_kind: ChatKind::Group,
+            sender: Sender { id: UserId::new("ou_1"), display_name: "张三".into() },
+            message_id: Some(MessageId::new("om_1")),
+            thread: None,
+            received_at_ms: 1,
+            kind: EventKind::Message { text: "/kb add T".into(), mentions_bot: true, quoted },
+        }
+    }
+
+    fn check(event: Event) {
+        let payload = encode(&event);
+        assert_eq!(decode(event.id.as_str().to_owned(), payload).unwrap(), event);
+    }
+
+    #[test]
+    fn quotes_survive_the_inbox() {
+        check(message(None));
+        check(message(Some(Quoted::Id(MessageId::new("om_parent")))));
+        check(message(Some(Quoted::Text("Promote the replica.".into()))));
+        check(message(Some(Quoted::Text(String::new()))));
+    }
+
+    #[test]
+    fn rows_written_before_quotes_read_back_unchanged() {
+        let old = r#"{"platform":"feishu","chat_id":"oc_1","direct":false,"sender_id":"ou_1","sender_name":"张三","message_id":"om_1","thread":null,"received_at_ms":1,"kind":"message","text":"/kb add T","mentions_bot":true}"#;
+        assert_eq!(decode("feishu:ev1".into(), old.into()).unwrap(), message(None));
+        assert_eq!(encode(&message(None)), old, "no quote, no new field");
+    }
 }

@@ -1,8 +1,10 @@
 //! A fake Feishu Open Platform on 127.0.0.1, speaking the real HTTP API shapes
 //! (shared/ref/feishu.md §6): tenant tokens, bot info, send / reply / patch
-//! with `uuid` idempotency and the 30 KB limit, and knobs for rate limits (429
-//! with `x-ogw-ratelimit-reset`) and server errors. [`Callbacks`] plays
-//! Feishu's side of HTTP callback mode: encrypted, signed POSTs.
+//! with `uuid` idempotency and the 30 KB limit, reading a message back (GET
+//! /open-apis/im/v1/messages/:message_id: the bot's own and those users "sent"
+//! with [`FakeFeishu::user_message`]), and knobs for rate limits (429 with
+//! `x-ogw-ratelimit-reset`), server errors and refused reads. [`Callbacks`]
+//! plays Feishu's side of HTTP callback mode: encrypted, signed POSTs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,6 +70,11 @@ struct FakeState {
     calls: Mutex<Vec<Call>>,
     by_uuid: Mutex<HashMap<String, String>>,
     messages: Mutex<HashMap<String, String>>,
+    /// Every message as GET /open-apis/im/v1/messages/:id returns it, by id.
+    items: Mutex<HashMap<String, Value>>,
+    /// Reads of a message so far, and the refusal every read gets while set.
+    reads: AtomicUsize,
+    refuse_reads: Mutex<Option<(StatusCode, i64, &'static str)>>,
     next_id: AtomicUsize,
     rate_limit_next: AtomicUsize,
     fail_next: AtomicUsize,
@@ -99,7 +106,7 @@ impl FakeFeishu {
             .route("/open-apis/bot/v3/info", get(bot_info))
             .route("/open-apis/im/v1/messages", post(send))
             .route("/open-apis/im/v1/messages/{id}/reply", post(reply))
-            .route("/open-apis/im/v1/messages/{id}", patch(patch_message))
+            .route("/open-apis/im/v1/messages/{id}", patch(patch_message).get(get_message))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -162,6 +169,35 @@ impl FakeFeishu {
     pub fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
     }
+
+    /// A message a user sent to `chat` (before the event that replies to it),
+    /// so that reading it back finds it. `content` is the body's JSON, e.g.
+    /// `{"text": "…"}` or a post's `{"title": …, "content": [[…]]}`.
+    pub fn user_message(&self, message_id: &str, chat: &str, msg_type: &str, content: &Value) {
+        let sender = json!({"id": "ou_alice", "id_type": "open_id", "sender_type": "user", "tenant_key": "t1"});
+        let item = item(message_id, chat, msg_type, &content.to_string(), sender);
+        self.state.items.lock().unwrap().insert(message_id.to_owned(), item);
+    }
+
+    /// Every read of a message from now on is refused with this error, as when
+    /// the app lacks the scope (HTTP 400, code 230027); `None` lifts it.
+    pub fn refuse_reads(&self, refusal: Option<(StatusCode, i64, &'static str)>) {
+        *self.state.refuse_reads.lock().unwrap() = refusal;
+    }
+
+    /// How many times a message was read back.
+    pub fn reads(&self) -> usize {
+        self.state.reads.load(Ordering::SeqCst)
+    }
+}
+
+/// A message object in the shape the message API returns (§6.2 response `data`).
+fn item(message_id: &str, chat: &str, msg_type: &str, content: &str, sender: Value) -> Value {
+    json!({
+        "message_id": message_id, "root_id": "", "parent_id": "", "thread_id": "", "msg_type": msg_type,
+        "create_time": "1700000000100", "update_time": "1700000000100", "deleted": false, "updated": false,
+        "chat_id": chat, "sender": sender, "body": {"content": content}, "mentions": [], "upper_message_id": "",
+    })
 }
 
 fn error(status: StatusCode, code: i64, msg: &str) -> Response {
@@ -246,6 +282,20 @@ fn record(state: &FakeState, kind: CallKind, body: &Value, target: Option<&str>)
         state.by_uuid.lock().unwrap().insert(u.clone(), message_id.clone());
     }
     state.messages.lock().unwrap().insert(message_id.clone(), msg_type.clone());
+    let chat = match &kind {
+        CallKind::Send { chat } => chat.as_str(),
+        // The fake does not track where replies land; nothing reads that back.
+        CallKind::Reply { .. } | CallKind::Patch => "",
+    };
+    let sender = json!({"id": APP_ID, "id_type": "app_id", "sender_type": "app", "tenant_key": "t1"});
+    let mut items = state.items.lock().unwrap();
+    match items.get_mut(&message_id) {
+        Some(existing) => existing["body"]["content"] = content.into(),
+        None => {
+            items.insert(message_id.clone(), item(&message_id, chat, &msg_type, content, sender));
+        }
+    }
+    drop(items);
     state.calls.lock().unwrap().push(Call {
         kind,
         msg_type,
@@ -300,6 +350,20 @@ async fn patch_message(
         return unauthorized();
     }
     record(&state, CallKind::Patch, &body, Some(&id))
+}
+
+async fn get_message(State(state): State<Arc<FakeState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    state.reads.fetch_add(1, Ordering::SeqCst);
+    if let Some((status, code, msg)) = *state.refuse_reads.lock().unwrap() {
+        return error(status, code, msg);
+    }
+    match state.items.lock().unwrap().get(&id) {
+        Some(item) => Json(json!({"code": 0, "msg": "success", "data": {"items": [item]}})).into_response(),
+        None => error(StatusCode::BAD_REQUEST, 230001, "invalid message_id"),
+    }
 }
 
 /// Feishu's side of HTTP callback mode.
@@ -455,6 +519,16 @@ pub fn message_event(
         }
     })
     .to_string()
+}
+
+/// `body` (from [`message_event`]) as a reply to `parent`: Feishu then sets
+/// `root_id` and `parent_id` (both the parent, for a reply to a message that
+/// is itself no reply).
+pub fn replying_to(body: &str, parent: &str) -> String {
+    let mut body: Value = serde_json::from_str(body).expect("a message event");
+    body["event"]["message"]["root_id"] = parent.into();
+    body["event"]["message"]["parent_id"] = parent.into();
+    body.to_string()
 }
 
 /// A schema 2.0 `card.action.trigger` body for a click on `token`.

@@ -426,6 +426,9 @@ impl FakeTelegram {
     /// A text Message dated now, with a `bot_command` entity when `text` starts with a
     /// command and a `mention` for each @word, offsets in UTF-16 units (§3.5).
     /// `thread_id` makes it a forum topic message.
+    /// Like the real server, a topic message replies to the topic's creation
+    /// message (a `forum_topic_created` service message whose id is the
+    /// topic's) unless it replies to another message ([`FakeTelegram::replying_to`]).
     pub fn text_message(message_id: i64, chat: Value, from: Value, text: &str, thread_id: Option<i64>) -> Value {
         let mut message =
             json!({"message_id": message_id, "date": unix_now(), "chat": chat, "from": from, "text": text});
@@ -436,7 +439,30 @@ impl FakeTelegram {
         if let Some(thread) = thread_id {
             message["message_thread_id"] = thread.into();
             message["is_topic_message"] = true.into();
+            message["reply_to_message"] = json!({
+                "message_id": thread, "date": unix_now(), "chat": message["chat"], "from": message["from"],
+                "message_thread_id": thread, "is_topic_message": true,
+                "forum_topic_created": {"name": format!("Topic {thread}"), "icon_color": 7322096},
+            });
         }
+        message
+    }
+
+    /// `message` as a reply to message `replied_id` of its chat (a user message
+    /// pushed earlier, or one the bot sent), carrying it as `reply_to_message`
+    /// the way the server does: one level deep. Panics if there is none.
+    pub fn replying_to(&self, mut message: Value, replied_id: i64) -> Value {
+        let chat_id = message["chat"]["id"].as_i64().expect("a message with a chat");
+        let inner = self.shared.lock();
+        let mut replied = match inner.user_messages.get(&(chat_id, replied_id)) {
+            Some(pushed) => pushed.clone(),
+            None if inner.stored(chat_id, replied_id).is_some() => inner.message_json(chat_id, replied_id, false),
+            None => panic!("no message {replied_id} in chat {chat_id} to reply to"),
+        };
+        if let Some(fields) = replied.as_object_mut() {
+            fields.remove("reply_to_message");
+        }
+        message["reply_to_message"] = replied;
         message
     }
 

@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
 
-use super::fake_feishu::{APP_SECRET, CallKind, Callbacks, FakeFeishu, Signing, card_click, message_event};
+use super::fake_feishu::{
+    APP_SECRET, CallKind, Callbacks, FakeFeishu, Signing, card_click, message_event, replying_to,
+};
 use super::harness::{Proc, wait_until, write_config};
 
 const ENCRYPT_KEY: &str = "test key";
@@ -246,4 +249,79 @@ fn find_button_token(value: &Value) -> Option<String> {
         Value::Array(items) => items.iter().find_map(find_button_token),
         _ => None,
     }
+}
+
+#[tokio::test]
+async fn kb_add_as_a_reply_reads_the_parent_message_after_the_ack() {
+    let s = setup().await;
+    let dir = s._dir.path().to_owned();
+    let fix = "Promote the replica with REPLICAOF NO ONE.\nThen repoint the clients at the new primary.";
+    s.fake.user_message("om_fix", "oc_ops", "text", &json!({"text": fix}));
+    let post = json!({"title": "", "content": [
+        [{"tag": "text", "text": "Drain the node: "}, {"tag": "code_block", "language": "shell", "text": "kubectl drain NODE"}],
+        [{"tag": "img", "image_key": "img_1"}],
+    ]});
+    s.fake.user_message("om_post", "oc_ops", "post", &post);
+    s.fake.user_message("om_image", "oc_ops", "image", &json!({"image_key": "img_1"}));
+
+    // The event names only the parent; the bot acks first, then the handler reads it.
+    let add =
+        replying_to(&message_event("ev-kb1", "oc_ops", "group", "om_kb1", "/kb add Redis failover", true), "om_fix");
+    assert_eq!(s.feishu.post(&add, Signing::Valid).await.0, 200);
+    let reply = s.wait_reply("om_kb1").await;
+    assert!(reply.text().contains("Saved “Redis failover” as notes/redis-failover.md"), "{}", reply.text());
+    let saved = std::fs::read_to_string(dir.join("data/kb-notes/redis-failover.md")).unwrap();
+    assert!(saved.starts_with("---\ntitle: Redis failover\nauthor: alice\n"), "{saved}");
+    assert!(saved.ends_with(&format!("# Redis failover\n\n{fix}\n")), "{saved}");
+    assert_eq!(s.fake.reads(), 1);
+    let search = message_event("ev-kb2", "oc_ops", "group", "om_kb2", "/kb repoint the clients", true);
+    s.feishu.post(&search, Signing::Valid).await;
+    let card = s.wait_reply("om_kb2").await.card().to_string();
+    assert!(card.contains("Redis failover"), "found at once: {card}");
+
+    // A rich-text parent: its text elements, paragraph by paragraph.
+    let add = replying_to(&message_event("ev-kb3", "oc_ops", "group", "om_kb3", "/kb add Node drain", true), "om_post");
+    s.feishu.post(&add, Signing::Valid).await;
+    assert!(s.wait_reply("om_kb3").await.text().contains("Saved “Node drain”"));
+    let saved = std::fs::read_to_string(dir.join("data/kb-notes/node-drain.md")).unwrap();
+    assert!(saved.ends_with("# Node drain\n\nDrain the node: kubectl drain NODE\n"), "{saved}");
+
+    // Lines of its own win: the parent is not even read.
+    let own = "/kb add Own words\nCheck the disk first.";
+    let add = replying_to(&message_event("ev-kb4", "oc_ops", "group", "om_kb4", own, true), "om_fix");
+    s.feishu.post(&add, Signing::Valid).await;
+    assert!(s.wait_reply("om_kb4").await.text().contains("Saved “Own words”"));
+    let saved = std::fs::read_to_string(dir.join("data/kb-notes/own-words.md")).unwrap();
+    assert!(saved.ends_with("# Own words\n\nCheck the disk first.\n") && !saved.contains("REPLICAOF"), "{saved}");
+    assert_eq!(s.fake.reads(), 2, "only the post was read since");
+
+    // A parent without text: said so, nothing written.
+    let add =
+        replying_to(&message_event("ev-kb5", "oc_ops", "group", "om_kb5", "/kb add Screenshot", true), "om_image");
+    s.feishu.post(&add, Signing::Valid).await;
+    assert!(s.wait_reply("om_kb5").await.text().contains("has no text to save"));
+    assert!(!dir.join("data/kb-notes/screenshot.md").exists());
+    assert!(s.bot.terminate().await.success());
+}
+
+#[tokio::test]
+async fn kb_add_when_the_parent_cannot_be_read_says_so_and_saves_nothing() {
+    let s = setup().await;
+    let dir = s._dir.path().to_owned();
+    // Feishu refuses: the message is unknown to it (code 230001) …
+    let add = replying_to(&message_event("ev-r1", "oc_ops", "group", "om_r1", "/kb add Lost note", true), "om_unknown");
+    assert_eq!(s.feishu.post(&add, Signing::Valid).await.0, 200);
+    let reply = s.wait_reply("om_r1").await.text();
+    assert!(reply.contains("Could not read the message you replied to") && reply.contains("230001"), "{reply}");
+    // … or the app lacks the scope to read messages.
+    s.fake.user_message("om_fix", "oc_ops", "text", &json!({"text": "restart it"}));
+    s.fake.refuse_reads(Some((StatusCode::BAD_REQUEST, 230027, "Lack of necessary permissions")));
+    let add = replying_to(&message_event("ev-r2", "oc_ops", "group", "om_r2", "/kb add Denied note", true), "om_fix");
+    s.feishu.post(&add, Signing::Valid).await;
+    let reply = s.wait_reply("om_r2").await.text();
+    assert!(reply.contains("Could not read the message you replied to") && reply.contains("230027"), "{reply}");
+    assert!(!dir.join("data/kb-notes/lost-note.md").exists() && !dir.join("data/kb-notes/denied-note.md").exists());
+    let stderr = s.bot.terminate_with_stderr().await;
+    let logged = stderr.lines().filter(|l| l.contains("reading the replied-to message failed")).count();
+    assert_eq!(logged, 2, "logged once each: {stderr}");
 }

@@ -71,7 +71,7 @@ fn ping(n: u32, chat: &str, text: &str) -> Event {
         message_id: None,
         thread: None,
         received_at_ms: 0,
-        kind: EventKind::Message { text: format!("/ping {text}"), mentions_bot: false },
+        kind: EventKind::Message { text: format!("/ping {text}"), mentions_bot: false, quoted: None },
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use opsclaw::action::{Action, ActionToken, Grant};
 use opsclaw::card::{Button, ButtonStyle, CardOf, Color};
-use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, UserId};
+use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Quoted, Sender, UserId};
 use opsclaw::pipeline::dispatch::prepare;
 use opsclaw::policy::Role;
 use opsclaw::reply::{CardKey, CardMode, QueuedBody, Reply, ReplyBody};
@@ -24,7 +24,7 @@ fn event(raw: &str, chat: &str, text: &str) -> Event {
         message_id: Some(MessageId::new(format!("om_{raw}"))),
         thread: None,
         received_at_ms: NOW,
-        kind: EventKind::Message { text: text.into(), mentions_bot: true },
+        kind: EventKind::Message { text: text.into(), mentions_bot: true, quoted: None },
     }
 }
 
@@ -59,7 +59,13 @@ async fn suite(store: Store) {
 
     // Inbox: accept once, recognize the redelivery, replay while pending, in order.
     let first = event("ev1", "oc_a", "/ping");
-    let second = event("ev2", "oc_a", "/status");
+    let mut second = event("ev2", "oc_a", "/kb add Title");
+    // A reply whose quoted message must still be known when the event is replayed.
+    second.kind = EventKind::Message {
+        text: "/kb add Title".into(),
+        mentions_bot: true,
+        quoted: Some(Quoted::Id(MessageId::new("om_parent"))),
+    };
     let results =
         ok(&store, vec![Write::Accept(first.clone()), Write::Accept(first.clone()), Write::Accept(second.clone())])
             .await;

@@ -390,3 +390,44 @@ async fn a_split_reply_cut_short_by_flood_control_resumes_without_repeating_part
     }
     assert!(bot.terminate().await.success());
 }
+
+#[tokio::test]
+async fn kb_add_as_a_reply_saves_the_replied_to_message_but_not_a_topic() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bot = spawn(dir.path(), &config(&fake, ""));
+    ready(&mut bot).await;
+
+    // Someone explains the fix; replying to it with /kb add saves it.
+    let fix = "Promote the replica with REPLICAOF NO ONE.\nThen repoint the clients at the new primary.";
+    fake.push("message", FakeTelegram::text_message(1, dm(), alice(), fix, None));
+    let n = wait_sent(&fake, ALICE, 1).await.len();
+    let add = FakeTelegram::text_message(2, dm(), alice(), "/kb add Redis failover", None);
+    fake.push("message", fake.replying_to(add, 1));
+    let replies = wait_sent(&fake, ALICE, n + 1).await;
+    assert!(replies[n].text.contains("Saved “Redis failover” as notes/redis-failover.md"), "{}", replies[n].text);
+    let saved = std::fs::read_to_string(dir.path().join("data/kb-notes/redis-failover.md")).unwrap();
+    assert!(saved.starts_with("---\ntitle: Redis failover\nauthor: alice\n"), "{saved}");
+    assert!(saved.ends_with(&format!("# Redis failover\n\n{fix}\n")), "{saved}");
+    fake.push("message", FakeTelegram::text_message(3, dm(), alice(), "/kb repoint the clients", None));
+    let replies = wait_sent(&fake, ALICE, n + 2).await;
+    assert!(replies[n + 1].text.contains("Redis failover"), "found at once: {}", replies[n + 1].text);
+
+    // In a forum topic every message "replies" to the topic's creation message: not a quote.
+    let forum = FakeTelegram::group_chat(-1009999, "forum", true, true);
+    let in_topic = format!("/kb@{BOT_USERNAME} add Topic note");
+    fake.push("message", FakeTelegram::text_message(4, forum.clone(), alice(), &in_topic, Some(77)));
+    let replies = wait_sent(&fake, -1009999, 1).await;
+    assert!(replies[0].text.contains("as a reply to the message"), "the usage: {}", replies[0].text);
+    assert_eq!(replies[0].thread_id, Some(77));
+    // A reply to a real message inside the topic is one.
+    fake.push("message", FakeTelegram::text_message(5, forum.clone(), alice(), "drain the node first", Some(77)));
+    let add = FakeTelegram::text_message(6, forum, alice(), &format!("/kb@{BOT_USERNAME} add Node drain"), Some(77));
+    fake.push("message", fake.replying_to(add, 5));
+    let replies = wait_sent(&fake, -1009999, 2).await;
+    assert!(replies[1].text.contains("Saved “Node drain”"), "{}", replies[1].text);
+    assert!(!dir.path().join("data/kb-notes/topic-note.md").exists());
+    let saved = std::fs::read_to_string(dir.path().join("data/kb-notes/node-drain.md")).unwrap();
+    assert!(saved.ends_with("# Node drain\n\ndrain the node first\n"), "{saved}");
+    assert!(bot.terminate().await.success());
+}

@@ -1,7 +1,8 @@
 //! The Feishu / Lark Open API client: `tenant_access_token` cached and
 //! refreshed before expiry (single-flight, invalidated and retried once on a
 //! token error), send / reply / patch with the outbox key as the `uuid`
-//! idempotency key, bot info, and every failure mapped to a typed error.
+//! idempotency key, reading one message back, bot info, and every failure
+//! mapped to a typed error.
 //! Retrying is the outbox's job; this client only classifies.
 
 use std::time::Duration;
@@ -164,6 +165,16 @@ impl OpenApi {
     pub async fn patch(&self, message: &MessageId, content: &str) -> Result<(), ApiError> {
         let path = format!("/open-apis/im/v1/messages/{}", path_segment(message.as_str()));
         self.call(Method::PATCH, &path, Some(json!({"content": content}))).await.map(|_| ())
+    }
+
+    /// The message object of `message` (`data.items[0]`), as the API returns it.
+    pub async fn message(&self, message: &MessageId) -> Result<Value, ApiError> {
+        let path = format!("/open-apis/im/v1/messages/{}", path_segment(message.as_str()));
+        let mut response = self.call(Method::GET, &path, None).await?;
+        match response.pointer_mut("/data/items/0") {
+            Some(item) => Ok(item.take()),
+            None => Err(ApiError::Malformed("message response without data.items[0]".into())),
+        }
     }
 
     /// One authenticated call; on a token error the token is refreshed and the call repeated once.

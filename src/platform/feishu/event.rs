@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, ThreadId, UserId};
+use crate::event::{
+    ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Quoted, Sender, ThreadId, UserId,
+};
 
 /// What a callback body turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +125,9 @@ struct Message {
     message_id: String,
     #[serde(default)]
     thread_id: Option<String>,
+    /// The message this one replies to (in a thread: the thread's first message).
+    #[serde(default)]
+    parent_id: Option<String>,
     chat_id: String,
     chat_type: String,
     message_type: String,
@@ -183,6 +188,8 @@ struct MessageV1 {
     #[serde(default)]
     open_message_id: String,
     #[serde(default)]
+    parent_id: String,
+    #[serde(default)]
     is_mention: bool,
     #[serde(default)]
     text_without_at_bot: String,
@@ -233,7 +240,11 @@ fn v1(envelope: EnvelopeV1, now_ms: i64) -> Result<Inbound, ParseError> {
         message_id: Some(MessageId::new(body.open_message_id)),
         thread: None,
         received_at_ms: now_ms,
-        kind: EventKind::Message { text: body.text_without_at_bot.trim().to_owned(), mentions_bot: body.is_mention },
+        kind: EventKind::Message {
+            text: body.text_without_at_bot.trim().to_owned(),
+            mentions_bot: body.is_mention,
+            quoted: parent(Some(body.parent_id)),
+        },
     })))
 }
 
@@ -289,9 +300,9 @@ fn message(event_id: &str, body: MessageEvent, bot: &BotIdentity, now_ms: i64) -
         "text" => {
             let text =
                 content.get("text").and_then(Value::as_str).ok_or_else(|| malformed("text without text".into()))?;
-            resolve_mentions(text, &message.mentions, bot)
+            resolve_mentions(text, &message.mentions, Some(bot))
         }
-        "post" => post_text(&content, &message.mentions, bot),
+        "post" => post_text(&content, &message.mentions, Some(bot)),
         other => return Ok(Inbound::Ignored { what: format!("message of type {other}") }),
     };
     let chat_kind = if message.chat_type == "p2p" { ChatKind::Direct } else { ChatKind::Group };
@@ -303,12 +314,20 @@ fn message(event_id: &str, body: MessageEvent, bot: &BotIdentity, now_ms: i64) -
         message_id: Some(MessageId::new(message.message_id)),
         thread: message.thread_id.filter(|t| !t.is_empty()).map(ThreadId::new),
         received_at_ms: now_ms,
-        kind: EventKind::Message { text: text.trim().to_owned(), mentions_bot },
+        kind: EventKind::Message { text: text.trim().to_owned(), mentions_bot, quoted: parent(message.parent_id) },
     })))
 }
 
-/// Replaces mention placeholders; the bot's own mention is removed and reported.
-fn resolve_mentions(text: &str, mentions: &[Mention], bot: &BotIdentity) -> (String, bool) {
+/// Feishu names the replied-to message only by id; the handler that needs its
+/// text reads it later (off the acknowledgement path). Absent and `""` both mean
+/// "not a reply".
+fn parent(parent_id: Option<String>) -> Option<Quoted> {
+    parent_id.filter(|id| !id.is_empty()).map(|id| Quoted::Id(MessageId::new(id)))
+}
+
+/// Replaces mention placeholders; the bot's own mention (when `bot` is given)
+/// is removed and reported, every other one becomes `@Name`.
+fn resolve_mentions(text: &str, mentions: &[Mention], bot: Option<&BotIdentity>) -> (String, bool) {
     let mut sorted: Vec<&Mention> = mentions.iter().collect();
     // `@_user_10` must be replaced before `@_user_1`.
     sorted.sort_by_key(|m| std::cmp::Reverse(m.key.len()));
@@ -318,7 +337,7 @@ fn resolve_mentions(text: &str, mentions: &[Mention], bot: &BotIdentity) -> (Str
         if !text.contains(&m.key) {
             continue;
         }
-        if m.id.open_id == bot.open_id {
+        if bot.is_some_and(|bot| m.id.open_id == bot.open_id) {
             mentions_bot = true;
             text = text.replace(&m.key, "");
         } else {
@@ -329,7 +348,7 @@ fn resolve_mentions(text: &str, mentions: &[Mention], bot: &BotIdentity) -> (Str
 }
 
 /// The text of a rich-text (`post`) message: paragraphs joined by newlines.
-fn post_text(content: &Value, mentions: &[Mention], bot: &BotIdentity) -> (String, bool) {
+fn post_text(content: &Value, mentions: &[Mention], bot: Option<&BotIdentity>) -> (String, bool) {
     // Received posts are either {title, content} or wrapped in a locale key.
     let post = if content.get("content").is_some() {
         content
@@ -349,7 +368,7 @@ fn post_text(content: &Value, mentions: &[Mention], bot: &BotIdentity) -> (Strin
                     let user = element.get("user_id").and_then(Value::as_str).unwrap_or_default();
                     let by_key = mentions.iter().find(|m| m.key == user);
                     let open_id = by_key.map_or(user, |m| m.id.open_id.as_str());
-                    if open_id == bot.open_id {
+                    if bot.is_some_and(|bot| open_id == bot.open_id) {
                         mentions_bot = true;
                     } else {
                         let name = by_key
@@ -366,6 +385,59 @@ fn post_text(content: &Value, mentions: &[Mention], bot: &BotIdentity) -> (Strin
         lines.push(line);
     }
     (lines.join("\n"), mentions_bot)
+}
+
+/// The text of a message read back by id (`data.items[0]` of `GET
+/// /open-apis/im/v1/messages/:message_id`): `text` and `post` bodies, with
+/// every mention as `@Name`, since the text is quoted content and no longer
+/// addresses the bot. `None` for messages without text (images, files, cards)
+/// and for recalled ones, whose body Feishu replaces with a notice.
+pub fn fetched_text(item: &Value) -> Result<Option<String>, String> {
+    let message: FetchedMessage = serde_json::from_value(item.clone()).map_err(|e| format!("message: {e}"))?;
+    if message.deleted || !matches!(message.msg_type.as_str(), "text" | "post") {
+        return Ok(None);
+    }
+    let content: Value =
+        serde_json::from_str(&message.body.content).map_err(|e| format!("body.content is not JSON: {e}"))?;
+    // Mentions in a fetched message name the user by a plain id string, not an id object.
+    let mentions: Vec<Mention> = message
+        .mentions
+        .into_iter()
+        .map(|m| Mention { key: m.key, id: OpenIds { open_id: m.id }, name: m.name })
+        .collect();
+    let (text, _) = match message.msg_type.as_str() {
+        "text" => {
+            let text = content.get("text").and_then(Value::as_str).ok_or("a text message without text")?;
+            resolve_mentions(text, &mentions, None)
+        }
+        _ => post_text(&content, &mentions, None),
+    };
+    Ok(Some(text.trim().to_owned()))
+}
+
+/// A message object as the message API returns it (not as events carry it).
+#[derive(Deserialize)]
+struct FetchedMessage {
+    msg_type: String,
+    #[serde(default)]
+    deleted: bool,
+    body: FetchedBody,
+    #[serde(default)]
+    mentions: Vec<FetchedMention>,
+}
+
+#[derive(Deserialize)]
+struct FetchedBody {
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct FetchedMention {
+    key: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
 }
 
 #[cfg(test)]
@@ -387,7 +459,7 @@ mod tests {
 
     fn text_of(e: &Event) -> (&str, bool) {
         match &e.kind {
-            EventKind::Message { text, mentions_bot } => (text, *mentions_bot),
+            EventKind::Message { text, mentions_bot, .. } => (text, *mentions_bot),
             other => panic!("expected a message, got {other:?}"),
         }
     }
@@ -417,7 +489,10 @@ mod tests {
                 name: format!("U{n}"),
             })
             .collect();
-        assert_eq!(resolve_mentions("hi @_user_10 and @_user_1", &mentions, &bot()), ("hi @U10 and @U1".into(), false));
+        assert_eq!(
+            resolve_mentions("hi @_user_10 and @_user_1", &mentions, Some(&bot())),
+            ("hi @U10 and @U1".into(), false)
+        );
     }
 
     #[test]
@@ -443,6 +518,77 @@ mod tests {
         assert!(matches!(parse(&image, &bot(), NOW).unwrap().inbound, Inbound::Ignored { .. }));
         let other = GROUP_MENTION.replace("im.message.receive_v1", "im.chat.member.bot.added_v1");
         assert!(matches!(parse(&other, &bot(), NOW).unwrap().inbound, Inbound::Ignored { .. }));
+    }
+
+    fn quoted_of(e: &Event) -> Option<&Quoted> {
+        match &e.kind {
+            EventKind::Message { quoted, .. } => quoted.as_ref(),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_name_the_parent_message() {
+        assert_eq!(quoted_of(&event(GROUP_MENTION)), None);
+        let reply = GROUP_MENTION.replace(
+            r#""message_id":"om_msg1","#,
+            r#""message_id":"om_msg1","root_id":"om_root","parent_id":"om_parent","#,
+        );
+        assert_eq!(quoted_of(&event(&reply)), Some(&Quoted::Id(MessageId::new("om_parent"))));
+        let empty = GROUP_MENTION.replace(r#""message_id":"om_msg1","#, r#""message_id":"om_msg1","parent_id":"","#);
+        assert_eq!(quoted_of(&event(&empty)), None, "an empty parent_id is no reply");
+        let v1 = r#"{"uuid":"u-2","token":"vtok","type":"event_callback","event":{"type":"message","open_chat_id":"oc_1","chat_type":"group","msg_type":"text","open_id":"ou_u","open_message_id":"om_2","parent_id":"om_1","is_mention":true,"text_without_at_bot":"/kb add T"}}"#;
+        assert_eq!(quoted_of(&event(v1)), Some(&Quoted::Id(MessageId::new("om_1"))));
+    }
+
+    /// `data.items[0]` of a GET /open-apis/im/v1/messages/:message_id response.
+    fn fetched(msg_type: &str, content: &str, mentions: serde_json::Value) -> Result<Option<String>, String> {
+        let item = serde_json::json!({
+            "message_id": "om_parent", "root_id": "", "parent_id": "", "thread_id": "", "msg_type": msg_type,
+            "create_time": "1700000000100", "update_time": "1700000000100", "deleted": false, "updated": false,
+            "chat_id": "oc_chat1", "upper_message_id": "",
+            "sender": {"id": "ou_user1", "id_type": "open_id", "sender_type": "user", "tenant_key": "t1"},
+            "body": {"content": content}, "mentions": mentions,
+        });
+        fetched_text(&item)
+    }
+
+    #[test]
+    fn fetched_text_messages_keep_every_mention_as_a_name() {
+        let mentions = serde_json::json!([
+            {"key": "@_user_1", "id": "ou_bot", "id_type": "open_id", "name": "OpsBot", "tenant_key": "t1"},
+            {"key": "@_user_2", "id": "ou_zs", "id_type": "open_id", "name": "张三", "tenant_key": "t1"},
+        ]);
+        let content = r#"{"text":"@_user_1 restart with @_user_2:\n1. drain\n2. restart "}"#;
+        let expected = "@OpsBot restart with @张三:\n1. drain\n2. restart";
+        assert_eq!(fetched("text", content, mentions), Ok(Some(expected.into())));
+    }
+
+    #[test]
+    fn fetched_posts_keep_their_text_elements_by_paragraph() {
+        let content = r#"{"title":"Failover","content":[[{"tag":"text","text":"Promote the replica: "},{"tag":"code_block","language":"shell","text":"REPLICAOF NO ONE"}],[{"tag":"img","image_key":"img_1"}],[{"tag":"a","text":"runbook","href":"https://x"},{"tag":"text","text":" then tell "},{"tag":"at","user_id":"@_user_1","user_name":"Li"}]]}"#;
+        let mentions = serde_json::json!([{"key": "@_user_1", "id": "ou_li", "id_type": "open_id", "name": "Li"}]);
+        assert_eq!(
+            fetched("post", content, mentions),
+            Ok(Some(
+                "Promote the replica: REPLICAOF NO ONE
+
+runbook then tell @Li"
+                    .into()
+            ))
+        );
+    }
+
+    #[test]
+    fn fetched_messages_without_text_and_broken_ones() {
+        assert_eq!(fetched("image", r#"{"image_key":"img_1"}"#, serde_json::json!([])), Ok(None));
+        assert_eq!(fetched("interactive", r#"{"elements":[]}"#, serde_json::json!([])), Ok(None));
+        let recalled =
+            serde_json::json!({"msg_type": "text", "deleted": true, "body": {"content": "This message was recalled"}});
+        assert_eq!(fetched_text(&recalled), Ok(None));
+        assert!(fetched("text", "not json", serde_json::json!([])).is_err());
+        assert!(fetched("text", r#"{"title":"x"}"#, serde_json::json!([])).is_err());
+        assert!(fetched_text(&serde_json::json!({"msg_type": "text"})).is_err(), "no body");
     }
 
     #[test]

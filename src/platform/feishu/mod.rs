@@ -4,7 +4,8 @@
 //! challenges, decryption, signatures, verification tokens, a replay window,
 //! and [`event`] turns bodies into events for the inbox. Outbound, [`Feishu`]
 //! implements [`ChatPlatform`] over the Open API client in [`api`], rendering
-//! cards and texts with [`card`].
+//! cards and texts with [`card`], and reads replied-to messages back (events
+//! name them only by `parent_id`).
 
 pub mod api;
 pub mod callback;
@@ -17,9 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::api::{MsgType, OpenApi};
+use self::api::{ApiError, MsgType, OpenApi};
 use super::{ChatPlatform, Content, Outbound, PlatformError, SendLimits, Sent};
-use crate::event::{Event, EventKind, PlatformKind};
+use crate::event::{ChatRef, Event, EventKind, MessageId, PlatformKind};
 use crate::i18n::{Catalog, LocaleRules, Msg};
 
 /// Shown at the end of a card cut down to Feishu's 30 KB limit.
@@ -97,5 +98,12 @@ impl ChatPlatform for Feishu {
                 Ok(Sent { message_id: None })
             }
         }
+    }
+
+    /// GET /open-apis/im/v1/messages/:message_id: needs the scope to read
+    /// messages (`im:message:readonly`, and `im:message.group_msg` in groups).
+    async fn message_text(&self, _chat: &ChatRef, message: &MessageId) -> Result<Option<String>, PlatformError> {
+        let item = self.api.message(message).await?;
+        Ok(event::fetched_text(&item).map_err(ApiError::Malformed)?)
     }
 }

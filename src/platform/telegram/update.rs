@@ -3,7 +3,9 @@
 //! and are removed from the text, and entity offsets are read in UTF-16 code
 //! units (converted without trusting them: a bad offset is skipped, never a
 //! panic). Event ids are the chat and message id, or the callback query id,
-//! so an update fetched twice (restart, webhook retry) is the same event.
+//! so an update fetched twice (restart, webhook retry) is the same event. A
+//! reply carries the replied-to message's text along, except where Telegram
+//! fills `reply_to_message` with a forum topic's creation message.
 
 use std::ops::Range;
 
@@ -12,7 +14,9 @@ use teloxide::types::{
     UpdateKind, User,
 };
 
-use crate::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Sender, ThreadId, UserId};
+use crate::event::{
+    ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Quoted, Sender, ThreadId, UserId,
+};
 
 /// Who the bot is, from getMe.
 #[derive(Debug, Clone)]
@@ -55,7 +59,7 @@ fn message(msg: &Message, me: &Me, now_ms: i64) -> Inbound {
     let (Some(text), entities) = (msg.text().or(msg.caption()), msg.entities().or(msg.caption_entities())) else {
         return Inbound::Ignored("a message without text".into());
     };
-    let mut addressed = msg.reply_to_message().and_then(|r| r.from.as_ref()).is_some_and(|u| u.id.0 == me.id);
+    let mut addressed = replied_to(msg).and_then(|r| r.from.as_ref()).is_some_and(|u| u.id.0 == me.id);
     // Byte ranges to cut out of the text: our own name wherever it addresses us.
     let mut cuts: Vec<Range<usize>> = Vec::new();
     for entity in entities.unwrap_or_default() {
@@ -98,9 +102,28 @@ fn message(msg: &Message, me: &Me, now_ms: i64) -> Inbound {
         message_id: Some(MessageId::new(msg.id.0.to_string())),
         thread: topic(msg),
         received_at_ms: now_ms,
-        kind: EventKind::Message { text: text.trim().to_owned(), mentions_bot: addressed },
+        kind: EventKind::Message { text: text.trim().to_owned(), mentions_bot: addressed, quoted: quoted(msg) },
     };
     Inbound::Event(Box::new(event), None)
+}
+
+/// The message `msg` replies to. In a forum topic Telegram sets
+/// `reply_to_message` to the topic's creation message (a service message
+/// whose id is the topic's id) on every message that replies to nothing in
+/// particular; that is where the message was written, not a reply.
+fn replied_to(msg: &Message) -> Option<&Message> {
+    let replied = msg.reply_to_message()?;
+    let topic_root = replied.forum_topic_created().is_some()
+        || (msg.is_topic_message && msg.thread_id.is_some_and(|t| t.0 == replied.id));
+    (!topic_root).then_some(replied)
+}
+
+/// What the user replied to: the part they picked out of it (Telegram's
+/// `quote`) if any, else its text or caption, empty when it has neither.
+fn quoted(msg: &Message) -> Option<Quoted> {
+    let replied = replied_to(msg)?;
+    let text = msg.quote().map(|q| q.text.as_str()).or(replied.text()).or(replied.caption()).unwrap_or_default();
+    Some(Quoted::Text(text.to_owned()))
 }
 
 fn callback(q: &CallbackQuery, now_ms: i64) -> Inbound {
@@ -191,7 +214,7 @@ mod tests {
     fn text_of(inbound: Inbound) -> (String, bool) {
         match inbound {
             Inbound::Event(e, None) => match e.kind {
-                EventKind::Message { text, mentions_bot } => (text, mentions_bot),
+                EventKind::Message { text, mentions_bot, .. } => (text, mentions_bot),
                 other => panic!("not a message: {other:?}"),
             },
             other => panic!("not a message event: {other:?}"),
@@ -246,6 +269,74 @@ mod tests {
         }});
         let Inbound::Event(e, _) = parse(&update(body), &me(), 9) else { panic!() };
         assert_eq!((e.thread, e.chat_kind), (None, ChatKind::Direct));
+    }
+
+    fn quoted_of(body: serde_json::Value) -> Option<Quoted> {
+        match parse(&update(body), &me(), 0) {
+            Inbound::Event(e, None) => match e.kind {
+                EventKind::Message { quoted, .. } => quoted,
+                other => panic!("not a message: {other:?}"),
+            },
+            other => panic!("not a message event: {other:?}"),
+        }
+    }
+
+    fn alice() -> serde_json::Value {
+        json!({"id": 42, "is_bot": false, "first_name": "Alice"})
+    }
+
+    #[test]
+    fn replies_carry_the_replied_to_text_or_caption() {
+        let earlier = json!({"message_id": 9, "date": 1750000000, "chat": group(), "from": alice(),
+            "text": "Promote the replica with REPLICAOF NO ONE."});
+        let reply = |replied: serde_json::Value| {
+            json!({"update_id": 1, "message": {"message_id": 10, "date": 1750000000, "chat": group(),
+                "from": alice(), "text": "/kb add Redis failover", "reply_to_message": replied}})
+        };
+        assert_eq!(
+            quoted_of(reply(earlier.clone())),
+            Some(Quoted::Text("Promote the replica with REPLICAOF NO ONE.".into()))
+        );
+        let photo = json!({"message_id": 9, "date": 1750000000, "chat": group(), "from": alice(),
+            "photo": [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}], "caption": "the dashboard"});
+        assert_eq!(quoted_of(reply(photo)), Some(Quoted::Text("the dashboard".into())));
+        let sticker = json!({"message_id": 9, "date": 1750000000, "chat": group(), "from": alice(),
+            "sticker": {"file_id": "f", "file_unique_id": "u", "type": "regular", "width": 1, "height": 1, "is_animated": false, "is_video": false}});
+        assert_eq!(quoted_of(reply(sticker)), Some(Quoted::Text(String::new())), "a reply, without text");
+        // A part picked out of the replied-to message is what the user meant.
+        let mut picked = reply(earlier);
+        picked["message"]["quote"] = json!({"text": "REPLICAOF NO ONE", "position": 25, "is_manual": true});
+        assert_eq!(quoted_of(picked), Some(Quoted::Text("REPLICAOF NO ONE".into())));
+        assert_eq!(
+            quoted_of(json!({"update_id": 1, "message": {"message_id": 10, "date": 1750000000,
+            "chat": group(), "from": alice(), "text": "/kb add T"}})),
+            None
+        );
+    }
+
+    #[test]
+    fn a_forum_topic_message_does_not_quote_the_topic() {
+        let forum = json!({"id": -100777, "type": "supergroup", "title": "t", "is_forum": true});
+        let created = json!({"message_id": 12, "date": 1750000000, "chat": forum, "from": alice(),
+            "message_thread_id": 12, "is_topic_message": true,
+            "forum_topic_created": {"name": "Incidents", "icon_color": 7322096}});
+        let in_topic = |replied: serde_json::Value| {
+            json!({"update_id": 5, "message": {"message_id": 77, "date": 1750000000, "chat": forum,
+                "message_thread_id": 12, "is_topic_message": true, "from": alice(), "text": "/kb add T",
+                "reply_to_message": replied}})
+        };
+        assert_eq!(quoted_of(in_topic(created)), None);
+        // A reply inside the topic to a real message is a quote.
+        let earlier = json!({"message_id": 40, "date": 1750000000, "chat": forum, "from": alice(),
+            "message_thread_id": 12, "is_topic_message": true, "text": "drain the node first"});
+        assert_eq!(quoted_of(in_topic(earlier)), Some(Quoted::Text("drain the node first".into())));
+        // A topic the bot created does not make every message in it addressed to the bot.
+        let by_bot = json!({"message_id": 12, "date": 1750000000, "chat": forum,
+            "from": {"id": 777, "is_bot": true, "first_name": "Ops", "username": "ops_bot"},
+            "message_thread_id": 12, "is_topic_message": true,
+            "forum_topic_created": {"name": "Incidents", "icon_color": 7322096}});
+        let Inbound::Event(e, None) = parse(&update(in_topic(by_bot)), &me(), 0) else { panic!() };
+        assert!(matches!(e.kind, EventKind::Message { mentions_bot: false, quoted: None, .. }), "{:?}", e.kind);
     }
 
     #[test]

@@ -293,9 +293,10 @@ pub async fn start(
     })
 }
 
-/// Builds the knowledge index from `[kb]` (the example runbooks, the roots,
+/// Loads the knowledge index from `[kb]` (the example runbooks, the roots,
 /// the notes directory `/kb add` writes to) in `<data_dir>/kb-index`, off the
-/// async runtime, and the model client when one is configured.
+/// async runtime: the index of the last run with the files changed since
+/// read again, or a new one. Also the model client when one is configured.
 async fn knowledge(
     config: &Config,
     defs: &Definitions,
@@ -331,12 +332,14 @@ async fn knowledge(
     };
     let dir = config.data_dir.join("kb-index");
     let started = std::time::Instant::now();
-    let (kb, stats) = tokio::task::spawn_blocking(move || Kb::build(roots, &dir))
+    let (kb, stats) = tokio::task::spawn_blocking(move || Kb::load(roots, &dir))
         .await
         .context("building the knowledge index")?
         .context("building the knowledge index")?;
     tracing::info!(
-        documents = stats.documents,
+        documents = kb.documents(),
+        read = stats.documents,
+        removed = stats.removed,
         passages = stats.passages,
         skipped = stats.skipped.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,

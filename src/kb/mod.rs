@@ -177,8 +177,41 @@ enum Source {
     Embedded(&'static [(&'static str, &'static str)]),
 }
 
-/// When a file was last read: modification time and size.
-type Stamp = (Option<SystemTime>, u64);
+/// When a file was last read: modification time (ns since the epoch) and
+/// size; for a built-in file, no time and a hash of its text.
+type Stamp = (Option<u64>, u64);
+
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+    (modified.map(|d| d.as_nanos() as u64), meta.len())
+}
+
+/// Built-in files change only with the binary; their hash tells a new text
+/// of the same length from the old one.
+fn embedded_stamp(text: &str) -> Stamp {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    (None, hasher.finish())
+}
+
+/// Next to the index: the files it holds and their stamps when read, so a
+/// restart re-reads only what changed. Written after each commit, so it is
+/// never ahead of the index (a file it lacks or has an old stamp for is read again).
+const MANIFEST: &str = "opsclaw-manifest.json";
+/// Bumped when what goes into the index changes (schema, analyzer, passages):
+/// an index of another format (or another opsclaw version) is built anew.
+const INDEX_FORMAT: u32 = 2;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ManifestFile {
+    format: String,
+    files: HashMap<String, Stamp>,
+}
+
+fn index_format() -> String {
+    format!("{}/{INDEX_FORMAT}", env!("CARGO_PKG_VERSION"))
+}
 
 impl Root {
     /// A directory, every Markdown file in it.
@@ -243,7 +276,7 @@ impl Root {
     fn scan(&self) -> Result<Vec<(String, Stamp)>, KbError> {
         let root = match &self.source {
             Source::Embedded(files) => {
-                return Ok(files.iter().map(|(p, t)| (p.to_string(), (None, t.len() as u64))).collect());
+                return Ok(files.iter().map(|(p, t)| (p.to_string(), embedded_stamp(t))).collect());
             }
             Source::Dir { path, .. } => path,
         };
@@ -264,7 +297,7 @@ impl Root {
                     let relative =
                         relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                     if self.wants(&relative) {
-                        out.push((relative, (meta.modified().ok(), meta.len())));
+                        out.push((relative, stamp_of(&meta)));
                     }
                 }
             }
@@ -400,6 +433,8 @@ pub struct Hit {
 }
 
 pub struct Kb {
+    /// Where the index lives (and its manifest).
+    dir: PathBuf,
     index: Index,
     reader: IndexReader,
     fields: Fields,
@@ -457,6 +492,31 @@ fn snippet_markdown(snippet: &Snippet) -> String {
 }
 
 impl Kb {
+    /// The index of `roots` in `dir`: the one there, brought up to date
+    /// (only files that changed since are read), when it was written by this
+    /// version of opsclaw; otherwise built anew.
+    pub fn load(roots: Vec<Root>, dir: &Path) -> Result<(Self, BuildStats), KbError> {
+        let previous = std::fs::read(dir.join(MANIFEST))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ManifestFile>(&bytes).ok())
+            .filter(|m| m.format == index_format());
+        let Some(previous) = previous else { return Self::build(roots, dir) };
+        let index = match Index::open_in_dir(dir).map_err(KbError::from).and_then(|i| Ok((fields_of(&i.schema())?, i)))
+        {
+            Ok((fields, index)) => (fields, index),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; building it anew");
+                return Self::build(roots, dir);
+            }
+        };
+        let (fields, index) = index;
+        index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
+        let reader = index.reader()?;
+        let kb = Self { dir: dir.to_owned(), index, reader, fields, roots, manifest: Mutex::new(previous.files) };
+        let stats = kb.sync()?;
+        Ok((kb, stats))
+    }
+
     /// Builds a fresh index of `roots` in `dir` (replacing an index there).
     pub fn build(roots: Vec<Root>, dir: &Path) -> Result<(Self, BuildStats), KbError> {
         if dir.join("meta.json").exists() {
@@ -479,7 +539,10 @@ impl Kb {
         writer.wait_merging_threads()?;
         let reader = index.reader()?;
         reader.reload()?;
-        Ok((Self { index, reader, fields, roots, manifest: Mutex::new(manifest) }, stats))
+        let kb = Self { dir: dir.to_owned(), index, reader, fields, roots, manifest: Mutex::new(HashMap::new()) };
+        kb.save_manifest(&manifest)?;
+        *kb.manifest.lock().expect("manifest lock") = manifest;
+        Ok((kb, stats))
     }
 
     /// Opens an index built earlier (for searching; it is not kept current).
@@ -488,7 +551,17 @@ impl Kb {
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
         let fields = fields_of(&index.schema())?;
         let reader = index.reader()?;
-        Ok(Self { index, reader, fields, roots: Vec::new(), manifest: Mutex::new(HashMap::new()) })
+        let manifest = Mutex::new(HashMap::new());
+        Ok(Self { dir: dir.to_owned(), index, reader, fields, roots: Vec::new(), manifest })
+    }
+
+    /// Writes what the index now holds next to it (a new file, then renamed over the old).
+    fn save_manifest(&self, files: &HashMap<String, Stamp>) -> Result<(), KbError> {
+        let manifest = ManifestFile { format: index_format(), files: files.clone() };
+        let bytes = serde_json::to_vec(&manifest).expect("a map of strings and numbers serializes");
+        let (path, temporary) = (self.dir.join(MANIFEST), self.dir.join(format!("{MANIFEST}.new")));
+        std::fs::write(&temporary, bytes).map_err(|error| KbError::Io { path: temporary.clone(), error })?;
+        std::fs::rename(&temporary, &path).map_err(|error| KbError::Io { path, error })
     }
 
     pub fn roots(&self) -> &[Root] {
@@ -535,6 +608,7 @@ impl Kb {
         writer.commit()?;
         writer.wait_merging_threads()?;
         self.reader.reload()?;
+        self.save_manifest(&manifest)?;
         Ok(stats)
     }
 
@@ -917,5 +991,40 @@ mod tests {
         drop(kb);
         let kb = Kb::open(&idx.path().join("i")).unwrap();
         assert_eq!(kb.search("top perf cpu", 1).unwrap()[0].path, "cpu.md");
+    }
+
+    #[test]
+    fn a_restart_reads_only_what_changed_since() {
+        let root = tempfile::tempdir().unwrap();
+        let idx = tempfile::tempdir().unwrap();
+        let dir = idx.path().join("i");
+        write(root.path(), "cpu.md", "# High CPU\n\nA process spins. Use top and perf.\n");
+        write(root.path(), "clock.md", "# Clock not synchronising\n\nCheck chronyd.\n");
+        let roots = || vec![Root::dir(root.path())];
+        let (kb, stats) = Kb::load(roots(), &dir).unwrap();
+        assert_eq!((stats.documents, kb.documents()), (2, 2));
+        drop(kb);
+
+        // Nothing changed: nothing read, the same answers.
+        let (kb, stats) = Kb::load(roots(), &dir).unwrap();
+        assert_eq!((stats.documents, stats.removed, kb.documents()), (0, 0, 2));
+        assert_eq!(kb.search("chronyd", 1).unwrap()[0].path, "clock.md");
+        drop(kb);
+
+        // A file changed and one gone while the bot was down.
+        write(root.path(), "cpu.md", "# High CPU\n\nA process spins. Use top, perf and flamegraphs.\n");
+        std::fs::remove_file(root.path().join("clock.md")).unwrap();
+        let (kb, stats) = Kb::load(roots(), &dir).unwrap();
+        assert_eq!((stats.documents, stats.removed, kb.documents()), (1, 1, 1));
+        assert_eq!(kb.search("flamegraphs", 1).unwrap()[0].path, "cpu.md");
+        assert!(kb.search("chronyd", 1).unwrap().is_empty());
+        assert_eq!(kb.search("perf", 5).unwrap().len(), 1, "the changed file is in once");
+        drop(kb);
+
+        // An index of another format is built anew.
+        std::fs::write(dir.join(MANIFEST), r#"{"format":"0.0.0/1","files":{}}"#).unwrap();
+        let (kb, stats) = Kb::load(roots(), &dir).unwrap();
+        assert_eq!((stats.documents, kb.documents()), (1, 1));
+        assert_eq!(kb.search("perf", 5).unwrap().len(), 1);
     }
 }

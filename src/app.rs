@@ -267,6 +267,8 @@ pub async fn start(
     // Runs a previous process left running are reported, never resumed.
     runs.recover().await.context("recovering interrupted runs")?;
     tasks.push(("run expiry", tokio::spawn(runs.clone().expire_loop(stop.clone()))));
+    // Answers a crash cut off mid-stream are written again into their cards.
+    kb.resume(store.pending_answers().await.context("reading pending answers")?).await;
 
     let pending = store.pending_events().await.context("reading pending events")?;
     if !pending.is_empty() {

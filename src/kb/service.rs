@@ -1,6 +1,7 @@
 //! The knowledge base as the bot uses it: searches off the async runtime,
 //! questions answered from relevant passages only, answers written by the
-//! model streamed into their card, and notes saved from chat.
+//! model streamed into their card (and written again after a crash cut them
+//! off), and notes saved from chat.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::pipeline::journal::JournalError;
 use crate::pipeline::outbox::Outbox;
 use crate::policy::Role;
 use crate::reply::{CardKey, CardMode, Reply, ReplyBody};
-use crate::store::Write;
+use crate::store::{AnswerOp, PendingAnswer, Write};
 
 /// How often a streamed answer's card is updated: about once a second is
 /// within every platform's edit limits (Feishu 5/s per message, Telegram ~1/s per chat).
@@ -198,7 +199,9 @@ impl Knowledge {
     /// into it in the background: updated about once a second while the text
     /// grows, then the final answer, or the passages with a note when the
     /// model fails, is slow or is rate limited. The first card is durable
-    /// before this returns, so no update can overtake it.
+    /// before this returns, so no update can overtake it, and so is the
+    /// answer's pending row: a crash before the final card leaves it for
+    /// [`Knowledge::resume`].
     pub async fn start_answer(
         self: &Arc<Self>,
         to: AnswerTo,
@@ -206,25 +209,79 @@ impl Knowledge {
         sources: Vec<Hit>,
         writing: CardDraft,
     ) -> Result<(), JournalError> {
-        self.post(&to, writing, CardMode::New).await?;
-        let me = self.clone();
-        self.tasks.spawn(async move {
-            let card = match me.write_answer(&to, &question, &sources).await {
-                Ok(text) => me.answer_card(to.locale, &question, &sources, AnswerState::Model(&text)),
-                Err(error) => {
-                    tracing::warn!(%error, "the model did not answer; showing the passages");
-                    me.answer_card(to.locale, &question, &sources, AnswerState::Fallback(&error))
+        let pending = PendingAnswer {
+            key: to.key.clone(),
+            chat: to.chat.clone(),
+            reply_to: to.reply_to.clone(),
+            thread: to.thread.clone(),
+            locale: to.locale.as_str().to_owned(),
+            question: question.clone(),
+        };
+        self.post(&to, writing, CardMode::New, Some(AnswerOp::Start(pending))).await?;
+        self.spawn_answer(to, question, sources);
+        Ok(())
+    }
+
+    /// Writes again the answers a crash cut off (their "writing" card was
+    /// posted, their final one never queued): retrieval again, then the model
+    /// into the same card; an answer that no longer finds its passages ends
+    /// with the closest ones and the note that it was interrupted.
+    pub async fn resume(self: &Arc<Self>, pending: Vec<PendingAnswer>) {
+        for answer in pending {
+            let Some(locale) = Locale::parse(&answer.locale) else {
+                tracing::warn!(locale = answer.locale, key = %answer.key, "a pending answer has an unknown locale");
+                continue;
+            };
+            let to = AnswerTo {
+                chat: answer.chat,
+                reply_to: answer.reply_to,
+                thread: answer.thread,
+                key: answer.key,
+                locale,
+            };
+            tracing::info!(key = %to.key, "writing an answer a restart cut off");
+            let sources = match self.sources(&answer.question).await {
+                Ok(Sources::Relevant(sources)) if self.llm.is_some() => sources,
+                Ok(Sources::Relevant(sources)) | Ok(Sources::Nothing { closest: sources }) => {
+                    self.finish(&to, &answer.question, &sources, Err(LlmError::Stopped)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %to.key, "retrieval for a pending answer failed");
+                    self.finish(&to, &answer.question, &[], Err(LlmError::Stopped)).await;
+                    continue;
                 }
             };
-            let posted = match card {
-                Ok(card) => me.post(&to, card, CardMode::Update).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = posted {
-                tracing::error!(error = %e, key = %to.key, "queueing the final answer failed");
-            }
+            self.spawn_answer(to, answer.question, sources);
+        }
+    }
+
+    /// The model writes the answer in a tracked task, which queues the final card.
+    fn spawn_answer(self: &Arc<Self>, to: AnswerTo, question: String, sources: Vec<Hit>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let written = me.write_answer(&to, &question, &sources).await;
+            me.finish(&to, &question, &sources, written).await;
         });
-        Ok(())
+    }
+
+    /// Queues the final card: the model's answer, or the passages and why not.
+    async fn finish(&self, to: &AnswerTo, question: &str, sources: &[Hit], written: Result<String, LlmError>) {
+        let card = match &written {
+            Ok(text) => self.answer_card(to.locale, question, sources, AnswerState::Model(text)),
+            Err(error) => {
+                tracing::warn!(%error, "the model did not answer; showing the passages");
+                self.answer_card(to.locale, question, sources, AnswerState::Fallback(error))
+            }
+        };
+        let done = Some(AnswerOp::Finish(to.key.clone()));
+        let posted = match card {
+            Ok(card) => self.post(to, card, CardMode::Update, done).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = posted {
+            tracing::error!(error = %e, key = %to.key, "queueing the final answer failed");
+        }
     }
 
     async fn write_answer(&self, to: &AnswerTo, question: &str, sources: &[Hit]) -> Result<String, LlmError> {
@@ -245,7 +302,7 @@ impl Knowledge {
                         let text = rx.borrow_and_update().clone();
                         let card = self.answer_card(to.locale, question, sources, AnswerState::Writing(&text));
                         match card {
-                            Ok(card) => if let Err(e) = self.post(to, card, CardMode::Update).await {
+                            Ok(card) => if let Err(e) = self.post(to, card, CardMode::Update, None).await {
                                 tracing::warn!(error = %e, "queueing an answer update failed; the next one replaces it");
                             },
                             Err(e) => tracing::error!(error = %e, "rendering an answer update failed"),
@@ -257,7 +314,15 @@ impl Knowledge {
         }
     }
 
-    async fn post(&self, to: &AnswerTo, card: CardDraft, mode: CardMode) -> Result<(), JournalError> {
+    /// Queues `card` for the answer, with `op` in the same write when the
+    /// answer starts or ends.
+    async fn post(
+        &self,
+        to: &AnswerTo,
+        card: CardDraft,
+        mode: CardMode,
+        op: Option<AnswerOp>,
+    ) -> Result<(), JournalError> {
         let reply = Reply {
             chat: to.chat.clone(),
             reply_to: to.reply_to.clone(),
@@ -272,7 +337,11 @@ impl Knowledge {
             }
         };
         let (deliveries, tokens) = prepare(&prefix, vec![reply], self.clock.now_ms(), Duration::from_secs(86_400));
-        self.outbox.commit(Write::Enqueue { deliveries: deliveries.clone(), tokens }, deliveries).await
+        let write = match op {
+            Some(op) => Write::Answer { op, deliveries: deliveries.clone(), tokens },
+            None => Write::Enqueue { deliveries: deliveries.clone(), tokens },
+        };
+        self.outbox.commit(write, deliveries).await
     }
 
     /// Saves a note under the notes root as `<slug>.md` with front matter and

@@ -8,6 +8,7 @@
 //! formats; it does not know platforms' wire formats.
 
 mod alerts;
+mod answers;
 mod inbox;
 mod outbox;
 mod runs;
@@ -27,6 +28,7 @@ use crate::event::{ChatRef, Event, EventId, MessageId};
 use crate::reply::CardKey;
 
 pub use alerts::{AlertOp, EscalationCandidate, OpOutcome, StormLimit};
+pub use answers::{AnswerOp, PendingAnswer};
 pub use outbox::NewDelivery;
 pub use runs::{AuditEntry, AuditView, Finish, NewRun, RunOp, RunOutcome, RunView, Who};
 pub use tokens::{NewToken, StoredGrant};
@@ -87,6 +89,9 @@ pub enum Write {
     AlertEscalate { group: i64, level: i64, to: String, initial: bool, deliveries: Vec<NewDelivery> },
     /// A change to an ops run (with its audit entry), or an audit entry alone.
     Run(RunOp),
+    /// A model's answer card queued, with the answer recorded as pending
+    /// (the "writing" card) or finished (the final one).
+    Answer { op: AnswerOp, deliveries: Vec<NewDelivery>, tokens: Vec<NewToken> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +242,7 @@ impl Store {
                 }
                 Write::Alert(op) => results[i] = Written::Alert(alerts::apply_op(&mut tx, op, now_ms).await?),
                 Write::Run(op) => results[i] = Written::Run(runs::apply_op(&mut tx, op, now_ms).await?),
+                Write::Answer { op, .. } => answers::apply(&mut tx, op, now_ms).await?,
                 Write::AlertNotified { group, version, .. } => alerts::mark_notified(&mut tx, *group, *version).await?,
                 Write::AlertPlace { group, chats, storm } => {
                     results[i] = Written::Placements(alerts::place(&mut tx, *group, chats, *storm, now_ms).await?)
@@ -262,7 +268,9 @@ impl Store {
                         deliveries.extend(d);
                     }
                 }
-                Write::AlertNotified { deliveries: d, tokens: t, .. } | Write::Enqueue { deliveries: d, tokens: t } => {
+                Write::AlertNotified { deliveries: d, tokens: t, .. }
+                | Write::Enqueue { deliveries: d, tokens: t }
+                | Write::Answer { deliveries: d, tokens: t, .. } => {
                     deliveries.extend(d);
                     new_tokens.extend(t);
                 }
@@ -305,6 +313,7 @@ impl Store {
             if let Write::Complete { deliveries, .. }
             | Write::AlertNotified { deliveries, .. }
             | Write::Enqueue { deliveries, .. }
+            | Write::Answer { deliveries, .. }
             | Write::AlertEscalate { deliveries, .. } = write
             {
                 results[i] = Written::Enqueued(deliveries.iter().map(|d| ids.get(&d.key).copied()).collect());

@@ -218,6 +218,42 @@ async fn a_model_writes_the_answer_into_the_card_and_every_failure_falls_back_to
 }
 
 #[tokio::test]
+async fn an_answer_cut_off_by_a_crash_is_written_again_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = runbooks(dir.path());
+    let pieces = vec!["Check the lag per partition ".to_owned(), "then scale [1].".to_owned()];
+    let llm = FakeLlm::start(Mode::Answer { pieces, paced: true }).await;
+    let path = write_config(dir.path(), &config(&root, Some((&llm.base_url(), "5s"))));
+    let args = ["chat", "--config", path.to_str().unwrap()];
+    let env = [("OPSCLAW_TEST_LLM_KEY", "sk-test-123")];
+
+    // The model is halfway through when the process dies.
+    let mut bot = Proc::spawn_with_env(&args, dir.path(), &env);
+    bot.send("/ask kafka consumer lag is growing, what do I check?").await;
+    bot.expect("Check the lag per partition ✍️").await;
+    bot.kill().await;
+
+    // The next start asks the model again and finishes the same card.
+    llm.set_mode(Mode::Answer { pieces: vec!["Describe the consumer group, then scale [1].".into()], paced: false });
+    let mut bot = Proc::spawn_with_env(&args, dir.path(), &env);
+    bot.expect("Describe the consumer group, then scale [1].").await;
+    bot.expect("Written by fake-model").await;
+    assert_eq!(llm.requests().len(), 2, "asked once before the crash, once after");
+    let user = llm.requests()[1].body["messages"][1]["content"].as_str().unwrap().to_owned();
+    assert!(user.contains("Question: kafka consumer lag is growing"), "{user}");
+    let (status, _) = bot.finish().await;
+    assert!(status.success());
+
+    // A finished answer is not written again.
+    let mut bot = Proc::spawn_with_env(&args, dir.path(), &env);
+    bot.send("/ping").await;
+    bot.expect("pong").await;
+    let (status, _) = bot.finish().await;
+    assert!(status.success());
+    assert_eq!(llm.requests().len(), 2, "nothing pending after the final card");
+}
+
+#[tokio::test]
 async fn an_alert_card_carries_its_runbook() {
     let dir = tempfile::tempdir().unwrap();
     let root = runbooks(dir.path());

@@ -8,7 +8,7 @@ use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, Pl
 use opsclaw::pipeline::dispatch::prepare;
 use opsclaw::policy::Role;
 use opsclaw::reply::{CardKey, CardMode, QueuedBody, Reply, ReplyBody};
-use opsclaw::store::{Store, Write, Written};
+use opsclaw::store::{AnswerOp, PendingAnswer, Store, Write, Written};
 
 use super::harness::{pg_drop_schema, pg_schema, pg_url};
 
@@ -151,6 +151,23 @@ async fn suite(store: Store) {
     );
     assert!(store.grant(&tokens[0].token).await.unwrap().is_none(), "expired tokens are deleted");
     assert_eq!(store.pending_events().await.unwrap().len(), 3, "pending events are never cleaned");
+
+    // A model's answer: pending from its first card (once, however often the
+    // question is replayed) until its final card is queued.
+    let answer = PendingAnswer {
+        key: CardKey::new("ask:feishu:ev9"),
+        chat: ChatRef::new(PlatformKind::Feishu, "oc_a"),
+        reply_to: Some(MessageId::new("om_ev9")),
+        thread: None,
+        locale: "zh-CN".into(),
+        question: "磁盘满了怎么处理".into(),
+    };
+    let start = || Write::Answer { op: AnswerOp::Start(answer.clone()), deliveries: vec![], tokens: vec![] };
+    ok(&store, vec![start(), start()]).await;
+    assert_eq!(store.pending_answers().await.unwrap(), vec![answer.clone()]);
+    let finish = Write::Answer { op: AnswerOp::Finish(answer.key.clone()), deliveries: vec![], tokens: vec![] };
+    ok(&store, vec![finish]).await;
+    assert!(store.pending_answers().await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,0 +1,84 @@
+//! Answers a model is writing: recorded with their first card, forgotten
+//! with their last, so the answers a crash cut off can be finished at the
+//! next start. Nothing here knows how an answer is written.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{Store, StoreError};
+use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
+use crate::reply::CardKey;
+
+/// An answer whose final card is not queued yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAnswer {
+    pub key: CardKey,
+    pub chat: ChatRef,
+    pub reply_to: Option<MessageId>,
+    pub thread: Option<ThreadId>,
+    /// As [`crate::i18n::Locale::as_str`] spells it.
+    pub locale: String,
+    pub question: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOp {
+    /// The "writing" card is queued: the answer is pending.
+    Start(PendingAnswer),
+    /// The final card is queued.
+    Finish(CardKey),
+}
+
+pub(super) async fn apply(tx: &mut AnyConnection, op: &AnswerOp, now_ms: i64) -> Result<(), StoreError> {
+    match op {
+        AnswerOp::Start(a) => {
+            // A replayed question finds its row there already: one answer per card.
+            sqlx::query(
+                "INSERT INTO answers (card_key, chat_platform, chat_id, reply_to, thread_id, locale, question, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (card_key) DO NOTHING",
+            )
+            .bind(a.key.as_str())
+            .bind(a.chat.platform.as_str())
+            .bind(a.chat.id.as_str())
+            .bind(a.reply_to.as_ref().map(MessageId::as_str))
+            .bind(a.thread.as_ref().map(ThreadId::as_str))
+            .bind(a.locale.as_str())
+            .bind(a.question.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        AnswerOp::Finish(key) => {
+            sqlx::query("DELETE FROM answers WHERE card_key = $1").bind(key.as_str()).execute(&mut *tx).await?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The answers still being written (by a process that may have died), oldest first.
+    pub async fn pending_answers(&self) -> Result<Vec<PendingAnswer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT card_key, chat_platform, chat_id, reply_to, thread_id, locale, question FROM answers \
+             ORDER BY created_at, card_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let platform: String = r.try_get("chat_platform")?;
+            let Some(platform) = PlatformKind::parse(&platform) else {
+                tracing::warn!(platform, "a pending answer names an unknown platform; left alone");
+                continue;
+            };
+            out.push(PendingAnswer {
+                key: CardKey::new(r.try_get::<String, _>("card_key")?),
+                chat: ChatRef::new(platform, r.try_get::<String, _>("chat_id")?),
+                reply_to: r.try_get::<Option<String>, _>("reply_to")?.map(MessageId::new),
+                thread: r.try_get::<Option<String>, _>("thread_id")?.map(ThreadId::new),
+                locale: r.try_get("locale")?,
+                question: r.try_get("question")?,
+            });
+        }
+        Ok(out)
+    }
+}

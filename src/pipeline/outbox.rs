@@ -132,7 +132,7 @@ impl Outbox {
 
     /// Queues replies whose completion just committed. All are claimed at
     /// once, before any wait, so the sweep (which only looks at rows older
-    /// than [`SWEEP_AGE_MS`]) cannot take one while it waits for a full lane.
+    /// than `SWEEP_AGE_MS`) cannot take one while it waits for a full lane.
     pub async fn hand_off(self: &Arc<Self>, rows: Vec<QueuedReply>) {
         let claimed: Vec<QueuedReply> = rows.into_iter().filter(|row| self.claim(row.id)).collect();
         for row in claimed {

@@ -30,9 +30,11 @@ async fn health_readiness_and_metrics() {
     bot.expect("opsclaw> pong").await;
     assert_eq!(get(&addr, "/readyz").await, (200, "ready\n".into()));
 
-    // The reply is printed inside the send; the counter moves just after it returns.
-    wait_until("/metrics counts the send", || async {
-        get(&addr, "/metrics").await.1.contains("opsclaw_sends_total{platform=\"console\"} 1")
+    // The reply is printed inside the send; the counter moves just after it
+    // returns. The gauges are set by housekeeping's first round.
+    wait_until("/metrics counts the send and has the gauges", || async {
+        let metrics = get(&addr, "/metrics").await.1;
+        metrics.contains("opsclaw_sends_total{platform=\"console\"} 1") && metrics.contains("opsclaw_outbox_depth")
     })
     .await;
     let (status, metrics) = get(&addr, "/metrics").await;

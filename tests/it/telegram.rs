@@ -133,8 +133,14 @@ async fn a_restart_or_a_crash_neither_repeats_nor_loses_an_update() {
     assert_eq!(replies[1].text, "pong: two");
 
     // A crash right after a reply: the restarted bot resumes from the saved offset.
+    // Killed once the send is recorded: a crash between Telegram's answer and
+    // that record sends the reply again (Telegram has no idempotency key; README).
     fake.push("message", FakeTelegram::text_message(3, dm(), alice(), "/ping three", None));
     wait_sent(&fake, ALICE, 3).await;
+    let db = format!("sqlite://{}", dir.path().join("data/opsclaw.db").display());
+    let store = opsclaw::store::Store::connect(&db).await.unwrap();
+    wait_until("the reply is recorded as sent", || async { store.outbox_pending_count().await.unwrap() == 0 }).await;
+    drop(store);
     bot.kill().await;
     fake.push("message", FakeTelegram::text_message(4, dm(), alice(), "/ping four", None));
     let mut bot = spawn(dir.path(), &config);

@@ -82,7 +82,7 @@ enum KbAction {
     Search {
         #[arg(long)]
         index: PathBuf,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 10)]
         limit: usize,
         /// One JSON object per hit (per query with `-`).
         #[arg(long)]
@@ -94,14 +94,22 @@ enum KbAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("opsclaw: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Everything that must finish has by now (the pipeline drained, the
+    // journal flushed). What may still run is a blocking read of the console's
+    // stdin, which no signal ends; dropping the runtime would wait for it.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
+
+/// How long blocking work left over after a clean stop may take to end.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {

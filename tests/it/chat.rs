@@ -104,6 +104,16 @@ async fn over_long_and_malformed_input_is_answered_and_nothing_else_is_lost() {
 }
 
 #[tokio::test]
+async fn chat_stops_on_sigterm_while_its_input_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bot = Proc::spawn(&["chat"], dir.path());
+    bot.send("/ping").await;
+    bot.expect("pong").await;
+    // Nobody closes stdin: the signal alone ends the session.
+    assert!(bot.terminate().await.success());
+}
+
+#[tokio::test]
 async fn chat_speaks_chinese() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_script(&["chat", "--locale", "zh-CN"], dir.path(), &["/nosuch", "／ping 你好", "/help ping"]).await;

@@ -15,10 +15,16 @@ use tantivy::tokenizer::{
 /// The analyzer's name in the index's tokenizer manager.
 pub const NAME: &str = "opsclaw";
 
-/// Loaded on the first Han text the analyzer sees: its dictionary is about
-/// 33 MB resident and takes ~150 ms to load, which a knowledge base of
-/// English runbooks never needs to pay.
-static JIEBA: LazyLock<Jieba> = LazyLock::new(Jieba::new);
+/// jieba's dictionary without its rarest words (frequency under 5) and
+/// part-of-speech tags (`jieba-dict.NOTICE` says how it was made): 8 MB
+/// resident instead of the whole one's 33 MB, with the same retrieval on the
+/// Chinese questions of `cargo bench --bench kb` (BENCHMARKS.md).
+const DICTIONARY: &str = include_str!("jieba-dict.txt");
+
+/// Loaded on the first Han text the analyzer sees, which a knowledge base of
+/// English runbooks never pays for.
+static JIEBA: LazyLock<Jieba> =
+    LazyLock::new(|| Jieba::with_dict(&mut DICTIONARY.as_bytes()).expect("the bundled dictionary parses"));
 
 pub fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(Mixed)

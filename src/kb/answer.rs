@@ -17,6 +17,31 @@ pub fn is_chinese(text: &str) -> bool {
     text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c) || ('\u{3400}'..='\u{4dbf}').contains(&c))
 }
 
+/// Whether `question` asks what to do (fix, resolve, 怎么办, 处理 …), not what
+/// something means: then the passage that says what to do answers first.
+pub fn asks_what_to_do(question: &str) -> bool {
+    const ENGLISH: &[&str] = &[
+        " fix ",
+        " fixing ",
+        " resolve ",
+        " mitigate ",
+        " remediate ",
+        " repair ",
+        " recover ",
+        " what do i do ",
+        " what should i do ",
+        " what to do ",
+        " solve ",
+    ];
+    const CHINESE: &[&str] = &["怎么办", "处理", "解决", "修复", "恢复", "怎么弄", "咋办", "如何应对"];
+    let lower = question.to_lowercase();
+    let words = format!(
+        " {} ",
+        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    );
+    ENGLISH.iter().any(|w| words.contains(w)) || CHINESE.iter().any(|w| lower.contains(w))
+}
+
 /// The start of `text`, at most `max` characters, cut at a line end when one is near.
 pub fn excerpt(text: &str, max: usize) -> String {
     let text = text.trim();
@@ -124,5 +149,18 @@ mod tests {
         let text = format!("{}\n{}", "a".repeat(60), "b".repeat(60));
         assert_eq!(excerpt(&text, 100), format!("{}…", "a".repeat(60)));
         assert_eq!(excerpt("short", 100), "short");
+    }
+
+    #[test]
+    fn questions_that_ask_what_to_do() {
+        for q in ["disk full, how do I fix it?", "what should I do about etcd", "磁盘满了怎么处理", "pod 挂了怎么办"]
+        {
+            assert!(asks_what_to_do(q), "{q}");
+        }
+        for q in
+            ["what does NodeFilesystemAlmostOutOfSpace mean", "how do I see the lag", "fixture loading", "证书过期原因"]
+        {
+            assert!(!asks_what_to_do(q), "{q}");
+        }
     }
 }

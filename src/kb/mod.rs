@@ -151,6 +151,12 @@ const STOP_WORDS: &str = "a an the is are was were be been am do does did doing 
 
 static STOP_TERMS: LazyLock<HashSet<String>> = LazyLock::new(|| analyze(STOP_WORDS).into_iter().collect());
 
+/// Words of section headings that say what to do, as the analyzer makes them.
+const ACTION_HEADINGS: &str = "mitigation mitigate fix fixes resolution resolve remediation remedy solution \
+    workaround recovery recover restore renew rollback free 处理 解决 释放 恢复 修复 缓解 应急 止损 回滚";
+
+static ACTION_TERMS: LazyLock<Vec<String>> = LazyLock::new(|| analyze(ACTION_HEADINGS));
+
 #[derive(Debug, thiserror::Error)]
 pub enum KbError {
     #[error("index: {0}")]
@@ -838,12 +844,12 @@ impl Kb {
         min_relevance: f32,
     ) -> Result<Option<Hit>, KbError> {
         if let Some(key) = url.and_then(|u| self.key_for_url(u))
-            && let Some(hit) = self.best_within(Term::from_field_text(self.fields.key, &key), text)?
+            && let Some(hit) = self.best_within(Term::from_field_text(self.fields.key, &key), text, None)?
         {
             return Ok(Some(hit));
         }
         for name in names.iter().map(|n| n.trim().to_lowercase()).filter(|n| !n.is_empty()) {
-            if let Some(hit) = self.best_within(Term::from_field_text(self.fields.names, &name), text)? {
+            if let Some(hit) = self.best_within(Term::from_field_text(self.fields.names, &name), text, None)? {
                 return Ok(Some(hit));
             }
         }
@@ -872,12 +878,34 @@ impl Kb {
         })
     }
 
-    /// The passage of the documents `filter` selects that best matches `text`
-    /// (the first passage when nothing in `text` matches).
-    fn best_within(&self, filter: Term, text: &str) -> Result<Option<Hit>, KbError> {
+    /// The passage of `hit`'s document under a heading that says what to do
+    /// (Mitigation, Fix, 处理 …) that best matches `question`; `None` when
+    /// `hit` is one already or the document has none.
+    pub fn action_passage(&self, hit: &Hit, question: &str) -> Result<Option<Hit>, KbError> {
+        let section = hit.heading.rsplit(" > ").next().unwrap_or(&hit.heading);
+        if analyze(section).iter().any(|t| ACTION_TERMS.contains(t)) {
+            return Ok(None);
+        }
+        let under_action: Vec<(Occur, Box<dyn Query>)> = ACTION_TERMS
+            .iter()
+            .map(|t| {
+                let q = TermQuery::new(Term::from_field_text(self.fields.heading, t), IndexRecordOption::Basic);
+                (Occur::Should, Box::new(q) as Box<dyn Query>)
+            })
+            .collect();
+        let key = Term::from_field_text(self.fields.key, &doc_key(&hit.root, &hit.path));
+        let found = self.best_within(key, question, Some(Box::new(BooleanQuery::new(under_action))))?;
+        Ok(found.filter(|action| action.heading != hit.heading))
+    }
+
+    /// The passage of the documents `filter` selects (and `also` matches,
+    /// when given) that best matches `text` (the first passage when nothing
+    /// in `text` matches).
+    fn best_within(&self, filter: Term, text: &str, also: Option<Box<dyn Query>>) -> Result<Option<Hit>, KbError> {
         let terms = analyze(&text.chars().take(MAX_QUERY_CHARS).collect::<String>());
         let mut clauses = self.clauses(&terms, &[]);
         clauses.push((Occur::Must, Box::new(TermQuery::new(filter, IndexRecordOption::Basic))));
+        clauses.extend(also.map(|q| (Occur::Must, q)));
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let Some((score, at)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?.into_iter().next()
@@ -991,6 +1019,29 @@ mod tests {
         drop(kb);
         let kb = Kb::open(&idx.path().join("i")).unwrap();
         assert_eq!(kb.search("top perf cpu", 1).unwrap()[0].path, "cpu.md");
+    }
+
+    #[test]
+    fn the_passage_that_says_what_to_do_is_found_within_the_document() {
+        let root = tempfile::tempdir().unwrap();
+        let idx = tempfile::tempdir().unwrap();
+        write(
+            root.path(),
+            "disk.md",
+            "# Disk full\n\n## Meaning\n\nThe disk is almost full.\n\n## Mitigation\n\nDelete old logs under /var/log.\n",
+        );
+        write(root.path(), "zh.md", "# 磁盘空间不足\n\n## 预防\n\n磁盘扩容。\n\n## 立即释放空间\n\n清理日志。\n");
+        write(root.path(), "plain.md", "# Notes\n\n## Background\n\nDisk facts.\n");
+        let (kb, _) = Kb::build(vec![Root::dir(root.path())], &idx.path().join("i")).unwrap();
+        let check = |question: &str, path: &str, expected: Option<&str>| {
+            let hit = kb.search(question, 5).unwrap().into_iter().find(|h| h.path == path).unwrap();
+            let action = kb.action_passage(&hit, question).unwrap();
+            assert_eq!(action.as_ref().map(|a| a.heading.as_str()), expected, "{question}: best {:?}", hit.heading);
+        };
+        check("disk almost full meaning", "disk.md", Some("Disk full > Mitigation"));
+        check("磁盘扩容", "zh.md", Some("磁盘空间不足 > 立即释放空间"));
+        check("delete old logs", "disk.md", None);
+        check("disk facts", "plain.md", None);
     }
 
     #[test]

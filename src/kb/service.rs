@@ -131,7 +131,15 @@ impl Knowledge {
             if let Some(best) = scored.iter().find(|(r, _)| *r >= bar).map(|(_, h)| h.score) {
                 // A further source must be relevant too, and not far behind the best.
                 let keep = |(r, h): &(f32, Hit)| *r >= bar && h.score >= FURTHER_SOURCE * best;
-                return Ok(Sources::Relevant(scored.into_iter().filter(keep).map(|(_, h)| h).collect()));
+                let mut sources: Vec<Hit> = scored.into_iter().filter(keep).map(|(_, h)| h).collect();
+                // Whoever asks at 3 a.m. needs what to do: the best document's
+                // passage that says so goes along (first, when that is the question).
+                if let Some(action) = kb.action_passage(&sources[0], &q)? {
+                    let at = if answer::asks_what_to_do(&q) { 0 } else { 1 };
+                    sources.insert(at, action);
+                    sources.truncate(answer::SOURCES);
+                }
+                return Ok(Sources::Relevant(sources));
             }
             // Documents sharing none of the question's topic words are not even close.
             Ok(Sources::Nothing { closest: scored.into_iter().filter(|(r, _)| *r > 0.0).map(|(_, h)| h).collect() })

@@ -91,6 +91,8 @@ async fn search_notes_and_answers_without_a_model() {
     // Free text in a DM (the console is one) is a question too; Chinese finds the Chinese runbook.
     let out = ask(&mut bot, "磁盘满了怎么处理", "match best").await;
     assert!(out.contains("example/zh/disk-full.md"), "{out}");
+    // It asks what to do: the passage that says so answers first.
+    assert!(out.contains("**[1] 磁盘空间不足 > 立即释放空间**"), "{out}");
     // Nothing relevant: said so, no guess; query syntax is just text.
     let out = ask(&mut bot, "/ask what is the wifi password (office:*)?", "won't guess").await;
     assert!(!out.contains("Sources"), "{out}");

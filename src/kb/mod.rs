@@ -163,8 +163,8 @@ const STOP_WORDS: &str = "a an the is are was were be been am do does did doing 
 static STOP_TERMS: LazyLock<HashSet<String>> = LazyLock::new(|| analyze(STOP_WORDS).into_iter().collect());
 
 /// How much a query's stop word and a CamelCase word's whole (`NotReady`,
-/// besides its parts `not`, `ready`) weigh in ranking against another word's
-/// 1. A stop word that is rare in runbooks ("too", "went") otherwise lets a
+/// besides its parts `not`, `ready`) weigh in ranking, against 1 for another
+/// word. A stop word that is rare in runbooks ("too", "went") otherwise lets a
 /// sibling with it in its title win ("too many open files" found Kubelet Too
 /// Many Pods), and a whole CamelCase word lets the runbook that writes it in
 /// its title beat one that writes its parts ("node went NotReady" found
@@ -988,6 +988,17 @@ mod tests {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn compounds_are_the_wholes_of_camel_case_words() {
+        let check = |text: &str, expected: &[&str]| {
+            let got = compounds(text);
+            assert_eq!(got, expected.iter().map(|w| w.to_string()).collect::<HashSet<_>>(), "{text}");
+        };
+        check("node went NotReady", &["notreadi"]);
+        check("Kube Node Not Ready", &[]);
+        check("kube-proxy PLEG metrics.k8s.io", &[]);
     }
 
     #[test]

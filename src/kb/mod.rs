@@ -696,9 +696,13 @@ impl Kb {
         }
         // Last, the title: of siblings sharing most of the question's words,
         // the one whose title the question asks about more is the answer.
+        // It raises a score at most 1 + TITLE_SHARE_WEIGHT times, so only the
+        // documents within that of the `limit`-th can reach the top.
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let bar = ranked.get(limit - 1).map_or(0.0, |r| r.score) / (1.0 + TITLE_SHARE_WEIGHT);
         let asked: HashSet<&str> = terms.iter().chain(&synonyms).map(String::as_str).collect();
         let mut rarities = HashMap::new();
-        for r in &mut ranked {
+        for r in ranked.iter_mut().take_while(|r| r.score >= bar) {
             let share = self.title_share(&searcher, &r.title, &asked, &mut rarities);
             r.score *= 1.0 + TITLE_SHARE_WEIGHT * share;
         }

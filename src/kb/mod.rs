@@ -4,9 +4,11 @@
 //! than the body. Each document also has an entry of its own with all its
 //! words: a document's score is its best passage's (plus a little of its
 //! second's and of its own entry's), times the share of the question's topic
-//! words it has anywhere. Queries are analyzed like the text and turned into
+//! words it has anywhere, times a little more the more of its title the
+//! question asks about. Queries are analyzed like the text and turned into
 //! term queries directly, so query syntax characters in what people type are
-//! just characters.
+//! just characters; stop words and the whole of a CamelCase word (besides its
+//! parts) weigh less than the other words.
 //!
 //! A [`Kb`] built from [`Root`]s remembers what it read (path, modification
 //! time, size) and [`Kb::sync`] re-reads only what changed since, so a
@@ -126,6 +128,12 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<Strin
 const SYNONYM_WEIGHT: f32 = 0.5;
 /// How much a document's second matching passage adds to its best one.
 const SECOND_PASSAGE: f32 = 0.3;
+/// How much a document's title the query asks about raises its score: times
+/// 1 + this × the title's share of topic words in the query, weighed by rarity
+/// (measured with `cargo bench --bench kb`: 0.5 beat 1 and 2 on both question
+/// files; siblings differ by a title word, and the one whose title the
+/// question covers is usually the answer).
+const TITLE_SHARE_WEIGHT: f32 = 0.5;
 /// How much the whole document's own score adds to its passages'. The sum
 /// is then multiplied by the share of the question's topic words the
 /// document has (measured with `cargo bench --bench kb`: the share as a plain
@@ -139,13 +147,16 @@ const TITLE_WEIGHT: f32 = 2.0;
 const ALIASES_WEIGHT: f32 = 2.0;
 const HEADING_WEIGHT: f32 = 1.5;
 
-/// Words that say nothing about the topic of a question, for [`Kb::relevance`]
-/// only (ranking keeps them: BM25 already gives them little weight).
+/// Words that say nothing about the topic of a question: left out of the
+/// shares of topic words ([`Kb::relevance`], coverage, title share) and
+/// weighed [`STOP_WEIGHT`] in ranking.
 const STOP_WORDS: &str = "a an the is are was were be been am do does did doing i me my we our us you your it its \
     this that these those what which who whom why how when where there here of in on at to for from by with about \
     into and or but not no so if then than can could should would will shall may might must have has had get got \
     any some all just again keep keeps still please help anyone someone something happen happens happening going \
     fix fixing fixed solve resolve troubleshoot debug handle deal way steps \
+    too very much lot lots really show shows showing says say see seeing seem seems went go goes now since after \
+    before over each other every like take takes getting \
     的 了 吗 呢 吧 啊 是 在 我 我们 你 他 它 这 那 这个 那个 怎么 怎么办 怎样 如何 什么 为什么 哪 哪里 哪个 有 没有 \
     和 与 或 就 都 也 还 要 会 能 可以 一直 一下 请 问 下 该 应该 办 处理 解决 办法 方法 排查 修复 步骤";
 
@@ -156,6 +167,30 @@ const ACTION_HEADINGS: &str = "mitigation mitigate fix fixes resolution resolve 
     workaround recovery recover restore renew rollback free 处理 解决 释放 恢复 修复 缓解 应急 止损 回滚";
 
 static ACTION_TERMS: LazyLock<Vec<String>> = LazyLock::new(|| analyze(ACTION_HEADINGS));
+
+/// How much a query's stop word and a CamelCase word's whole (`NotReady`,
+/// besides its parts `not`, `ready`) weigh in ranking, against 1 for another
+/// word. A stop word that is rare in runbooks ("too", "went") otherwise lets a
+/// sibling with it in its title win ("too many open files" found Kubelet Too
+/// Many Pods), and a whole CamelCase word lets the runbook that writes it in
+/// its title beat one that writes its parts ("node went NotReady" found
+/// Prometheus Operator NotReady before Kube Node Not Ready). Measured with
+/// `cargo bench --bench kb`: stop words at 0.3 beat 1 and 0.1, wholes at 0.3
+/// beat 1 (see BENCHMARKS.md).
+const STOP_WEIGHT: f32 = 0.3;
+const COMPOUND_WEIGHT: f32 = 0.3;
+
+/// A query term's weight in ranking: [`STOP_WEIGHT`] for a stop word,
+/// [`COMPOUND_WEIGHT`] for a CamelCase word's whole, else 1.
+fn term_weight(term: &str, compound: &HashSet<String>) -> f32 {
+    if STOP_TERMS.contains(term) {
+        STOP_WEIGHT
+    } else if compound.contains(term) {
+        COMPOUND_WEIGHT
+    } else {
+        1.0
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KbError {
@@ -463,14 +498,40 @@ fn analyze(text: &str) -> Vec<String> {
     terms
 }
 
+/// The CamelCase words of `text` (which the analyzer also splits into their
+/// parts), as their whole terms.
+fn compounds(text: &str) -> HashSet<String> {
+    let mut analyzer = tokenize::analyzer();
+    let mut stream = analyzer.token_stream(text);
+    let mut out = HashSet::new();
+    let mut last: Option<(usize, String)> = None;
+    while let Some(token) = stream.next() {
+        match &last {
+            Some((p, whole)) if *p == token.position => {
+                out.insert(whole.clone());
+            }
+            _ => last = Some((token.position, token.text.clone())),
+        }
+    }
+    out
+}
+
 /// One document while ranking: its best passage, score, whether a second
-/// passage counted, and its own entry (for the words it has).
+/// passage counted, its own entry (for the words it has) and its title.
 struct Ranked {
     key: String,
     best: DocAddress,
     score: f32,
     second: bool,
     entry: Option<DocAddress>,
+    title: String,
+}
+
+/// How rare `term` is in the index: its inverse document frequency.
+fn rarity(searcher: &Searcher, term: &Term) -> f32 {
+    let docs = searcher.num_docs().max(1) as f32;
+    let df = searcher.doc_freq(term).unwrap_or(0) as f32;
+    (1.0 + docs / (1.0 + df)).ln()
 }
 
 /// A stored text field's value ("" when absent).
@@ -631,7 +692,13 @@ impl Kb {
         extra
     }
 
-    fn clauses(&self, terms: &[String], synonyms: &[String]) -> Vec<(Occur, Box<dyn Query>)> {
+    /// The query's words (and shorthand) against the passages' fields.
+    fn clauses(
+        &self,
+        terms: &[String],
+        synonyms: &[String],
+        compound: &HashSet<String>,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let fields = [(f.title, TITLE_WEIGHT), (f.aliases, ALIASES_WEIGHT), (f.heading, HEADING_WEIGHT), (f.body, 1.0)];
@@ -639,6 +706,7 @@ impl Kb {
             let weighted = terms.iter().map(|t| (t, boost)).chain(synonyms.iter().map(|t| (t, boost * SYNONYM_WEIGHT)));
             for (term, weight) in weighted {
                 let q = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::WithFreqs);
+                let weight = weight * term_weight(term, compound);
                 clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight))));
             }
         }
@@ -655,7 +723,8 @@ impl Kb {
             return Ok(Vec::new());
         }
         let synonyms = self.synonyms(query, &terms);
-        let query = BooleanQuery::new(self.clauses(&terms, &synonyms));
+        let compound = compounds(query);
+        let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         // A document ranks by its best passage, plus a little for a second one
@@ -671,13 +740,16 @@ impl Kb {
                     r.score += SECOND_PASSAGE * score;
                 }
                 Some(_) => {}
-                None => ranked.push(Ranked { key, best: address, score, second: false, entry: None }),
+                None => {
+                    let title = stored(&doc, self.fields.title);
+                    ranked.push(Ranked { key, best: address, score, second: false, entry: None, title })
+                }
             }
         }
         // Then the whole document: its own score for the query's words, and
         // the share of the question's topic words it has anywhere. A sibling
         // that shares two title words loses to the runbook that has them all.
-        let whole = BooleanQuery::new(self.whole_clauses(&terms, &synonyms));
+        let whole = BooleanQuery::new(self.whole_clauses(&terms, &synonyms, &compound));
         let mut whole_scores = HashMap::new();
         for (score, address) in searcher.search(&whole, &TopDocs::with_limit(limit * 10).order_by_score())? {
             let doc: TantivyDocument = searcher.doc(address)?;
@@ -702,32 +774,74 @@ impl Kb {
         for (r, c) in ranked.iter_mut().zip(coverage) {
             r.score *= c;
         }
+        // Last, the title: of siblings sharing most of the question's words,
+        // the one whose title the question asks about more is the answer.
+        // It raises a score at most 1 + TITLE_SHARE_WEIGHT times, so only the
+        // documents within that of the `limit`-th can reach the top.
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let bar = ranked.get(limit - 1).map_or(0.0, |r| r.score) / (1.0 + TITLE_SHARE_WEIGHT);
+        let asked: HashSet<&str> = terms.iter().chain(&synonyms).map(String::as_str).collect();
+        let mut rarities = HashMap::new();
+        for r in ranked.iter_mut().take_while(|r| r.score >= bar) {
+            let share = self.title_share(&searcher, &r.title, &asked, &mut rarities);
+            r.score *= 1.0 + TITLE_SHARE_WEIGHT * share;
+        }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
         let snippets = self.snippets(&searcher, &query)?;
         ranked.into_iter().take(limit).map(|r| self.hit(&searcher, &snippets, r.best, r.score)).collect()
     }
 
     /// The query's words (and shorthand) against the documents' own entries.
-    fn whole_clauses(&self, terms: &[String], synonyms: &[String]) -> Vec<(Occur, Box<dyn Query>)> {
+    fn whole_clauses(
+        &self,
+        terms: &[String],
+        synonyms: &[String],
+        compound: &HashSet<String>,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
         let weighted = terms.iter().map(|t| (t, 1.0)).chain(synonyms.iter().map(|t| (t, SYNONYM_WEIGHT)));
         weighted
             .map(|(term, weight)| {
                 let q = TermQuery::new(Term::from_field_text(self.fields.all, term), IndexRecordOption::WithFreqs);
+                let weight = weight * term_weight(term, compound);
                 (Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight)) as Box<dyn Query>)
             })
             .collect()
     }
 
+    /// How much of `title` the query asks about, 0 to 1: the title's topic
+    /// words in `asked`, each weighed by how rare it is (`rarities` caches that).
+    fn title_share(
+        &self,
+        searcher: &Searcher,
+        title: &str,
+        asked: &HashSet<&str>,
+        rarities: &mut HashMap<String, f32>,
+    ) -> f32 {
+        let (mut total, mut matched) = (0.0f32, 0.0f32);
+        // A CamelCase title word counts by its parts, as the query's parts are asked.
+        let compound = compounds(title);
+        for term in analyze(title).into_iter().filter(|t| !STOP_TERMS.contains(t) && !compound.contains(t)) {
+            let in_query = asked.contains(term.as_str());
+            let weight = *rarities
+                .entry(term)
+                .or_insert_with_key(|t| rarity(searcher, &Term::from_field_text(self.fields.all, t)));
+            total += weight;
+            if in_query {
+                matched += weight;
+            }
+        }
+        if total == 0.0 { 0.0 } else { matched / total }
+    }
+
     /// The query's topic words (no stop words), each with its weight: how rare it is.
     fn topic_terms(&self, searcher: &Searcher, terms: &[String]) -> Vec<(Term, f32)> {
-        let docs = searcher.num_docs().max(1) as f32;
         terms
             .iter()
             .filter(|t| !STOP_TERMS.contains(*t))
             .map(|t| {
                 let term = Term::from_field_text(self.fields.all, t);
-                let df = searcher.doc_freq(&term).unwrap_or(0) as f32;
-                (term, (1.0 + docs / (1.0 + df)).ln())
+                let weight = rarity(searcher, &term);
+                (term, weight)
             })
             .collect()
     }
@@ -903,7 +1017,7 @@ impl Kb {
     /// in `text` matches).
     fn best_within(&self, filter: Term, text: &str, also: Option<Box<dyn Query>>) -> Result<Option<Hit>, KbError> {
         let terms = analyze(&text.chars().take(MAX_QUERY_CHARS).collect::<String>());
-        let mut clauses = self.clauses(&terms, &[]);
+        let mut clauses = self.clauses(&terms, &[], &compounds(text));
         clauses.push((Occur::Must, Box::new(TermQuery::new(filter, IndexRecordOption::Basic))));
         clauses.extend(also.map(|q| (Occur::Must, q)));
         let query = BooleanQuery::new(clauses);
@@ -980,6 +1094,17 @@ mod tests {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn compounds_are_the_wholes_of_camel_case_words() {
+        let check = |text: &str, expected: &[&str]| {
+            let got = compounds(text);
+            assert_eq!(got, expected.iter().map(|w| w.to_string()).collect::<HashSet<_>>(), "{text}");
+        };
+        check("node went NotReady", &["notreadi"]);
+        check("Kube Node Not Ready", &[]);
+        check("kube-proxy PLEG metrics.k8s.io", &[]);
     }
 
     #[test]

@@ -97,6 +97,25 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("服务账号", "serviceaccount"),
     ("环境变量", "env"),
     ("内存溢出", "out of memory"),
+    // What Kubernetes, Prometheus and Linux print, as people paste it.
+    ("back off restarting", "crash looping"),
+    ("imagepullbackoff", "container waiting image pull"),
+    ("errimagepull", "container waiting image pull"),
+    ("containercreating", "container waiting"),
+    ("createcontainerconfigerror", "container waiting"),
+    ("backofflimitexceeded", "job failed"),
+    ("cfs", "cpu throttling"),
+    ("connection refused", "down"),
+    ("database space exceeded", "backend quota space"),
+    ("chrony", "clock synchronising"),
+    ("chronyd", "clock synchronising"),
+    ("timedatectl", "clock synchronising"),
+    ("diskpressure", "filesystem space"),
+    ("disk pressure", "filesystem space"),
+    ("readiness probe failed", "not ready"),
+    ("5xx", "errors"),
+    ("slo", "error budget"),
+    ("burn rate", "error budget burn"),
 ];
 
 /// [`SYNONYMS`] as the query is matched against them: the left side as

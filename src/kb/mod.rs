@@ -587,15 +587,14 @@ impl Kb {
             .and_then(|bytes| serde_json::from_slice::<ManifestFile>(&bytes).ok())
             .filter(|m| m.format == index_format());
         let Some(previous) = previous else { return Self::build(roots, dir) };
-        let index = match Index::open_in_dir(dir).map_err(KbError::from).and_then(|i| Ok((fields_of(&i.schema())?, i)))
-        {
-            Ok((fields, index)) => (fields, index),
+        let opened = Index::open_in_dir(dir).map_err(KbError::from).and_then(|i| Ok((fields_of(&i.schema())?, i)));
+        let (fields, index) = match opened {
+            Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; building it anew");
                 return Self::build(roots, dir);
             }
         };
-        let (fields, index) = index;
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
         let reader = index.reader()?;
         let kb = Self { dir: dir.to_owned(), index, reader, fields, roots, manifest: Mutex::new(previous.files) };
@@ -1221,5 +1220,12 @@ mod tests {
         let (kb, stats) = Kb::load(roots(), &dir).unwrap();
         assert_eq!((stats.documents, kb.documents()), (1, 1));
         assert_eq!(kb.search("perf", 5).unwrap().len(), 1);
+        drop(kb);
+
+        // So is one tantivy cannot open.
+        std::fs::remove_file(dir.join("meta.json")).unwrap();
+        let (kb, stats) = Kb::load(roots(), &dir).unwrap();
+        assert_eq!((stats.documents, kb.documents()), (1, 1));
+        assert_eq!(kb.search("flamegraphs", 1).unwrap()[0].path, "cpu.md");
     }
 }

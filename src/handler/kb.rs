@@ -11,10 +11,10 @@ use crate::card::CardId;
 use crate::clock::format_ms;
 use crate::event::EventKind;
 use crate::i18n::Msg;
-use crate::kb::service::{AnswerState, AnswerTo, MAX_TITLE_CHARS, NoteError, Sources};
+use crate::kb::service::{AnswerState, MAX_TITLE_CHARS, NoteError, Sources};
 use crate::kb::{KbError, MAX_QUERY_CHARS};
 use crate::reply::{CardKey, CardMode, Reply};
-use crate::store::{AuditEntry, RunOp};
+use crate::store::{AuditEntry, PendingAnswer, RunOp};
 
 /// Hits on a `/kb` card.
 const KB_HITS: usize = 5;
@@ -69,14 +69,15 @@ pub async fn ask(ctx: &Ctx<'_>, question: &str) -> Result<Vec<Reply>, HandlerErr
         return Ok(vec![Reply::card(ctx.event, key, card, CardMode::New)]);
     }
     let card = knowledge.answer_card(ctx.locale, question, &sources, AnswerState::Writing(""))?;
-    let to = AnswerTo {
+    let to = PendingAnswer {
+        key,
         chat: ctx.event.chat.clone(),
         reply_to: ctx.event.message_id.clone(),
         thread: ctx.event.thread.clone(),
-        key,
         locale: ctx.locale,
+        question: question.to_owned(),
     };
-    knowledge.start_answer(to, question.to_owned(), sources, card).await?;
+    knowledge.start_answer(to, sources, card).await?;
     Ok(Vec::new())
 }
 

@@ -943,20 +943,18 @@ impl Kb {
     /// words it stands for are. Used to tell "nothing relevant" from a weak match.
     pub fn relevance(&self, query: &str, hit: &Hit) -> f32 {
         let searcher = self.reader.searcher();
-        let docs = searcher.num_docs().max(1) as f32;
         let all = format!("{}\n{}\n{}\n{}", hit.title, hit.aliases, hit.heading, hit.text);
         let present: HashSet<String> = analyze(&all).into_iter().collect();
         // jieba cuts the same characters differently in different contexts (满 in 快满了).
         let found = |t: &String| present.contains(t) || (answer::is_chinese(t) && all.contains(t.as_str()));
         let (mut total, mut matched) = (0.0f32, 0.0f32);
         // A word of the query's shorthand counts as present when the words it stands for are.
-        let stood_for: Vec<(String, &Vec<String>)> =
-            shorthand_in(query).map(|(short, long)| (short.trim().to_owned(), long)).collect();
+        let stood_for: Vec<(Vec<String>, &Vec<String>)> =
+            shorthand_in(query).map(|(short, long)| (analyze(short), long)).collect();
         for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
-            let df = searcher.doc_freq(&Term::from_field_text(self.fields.body, &term)).unwrap_or(0) as f32;
-            let weight = (1.0 + docs / (1.0 + df)).ln();
+            let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
             total += weight;
-            let mut stands_for = stood_for.iter().filter(|(short, _)| analyze(short).contains(&term));
+            let mut stands_for = stood_for.iter().filter(|(short, _)| short.contains(&term));
             if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) {
                 matched += weight;
             }

@@ -18,13 +18,12 @@ use super::llm::{Llm, LlmError};
 use super::{Hit, Kb, KbError};
 use crate::card::{CardDraft, CardId, CardSet, CardTemplateError};
 use crate::clock::Clock;
-use crate::event::{ChatRef, MessageId, ThreadId};
 use crate::i18n::{Catalog, Locale, Msg};
 use crate::pipeline::dispatch::prepare;
 use crate::pipeline::journal::JournalError;
 use crate::pipeline::outbox::Outbox;
 use crate::policy::Role;
-use crate::reply::{CardKey, CardMode, Reply, ReplyBody};
+use crate::reply::{CardMode, Reply, ReplyBody};
 use crate::store::{AnswerOp, PendingAnswer, Write};
 
 /// How often a streamed answer's card is updated: about once a second is
@@ -54,15 +53,6 @@ pub struct Knowledge {
     updates: AtomicU64,
     tasks: TaskTracker,
     stop: CancellationToken,
-}
-
-/// Where an answer goes.
-pub struct AnswerTo {
-    pub chat: ChatRef,
-    pub reply_to: Option<MessageId>,
-    pub thread: Option<ThreadId>,
-    pub key: CardKey,
-    pub locale: Locale,
 }
 
 /// What retrieval found for a question.
@@ -212,21 +202,12 @@ impl Knowledge {
     /// [`Knowledge::resume`].
     pub async fn start_answer(
         self: &Arc<Self>,
-        to: AnswerTo,
-        question: String,
+        to: PendingAnswer,
         sources: Vec<Hit>,
         writing: CardDraft,
     ) -> Result<(), JournalError> {
-        let pending = PendingAnswer {
-            key: to.key.clone(),
-            chat: to.chat.clone(),
-            reply_to: to.reply_to.clone(),
-            thread: to.thread.clone(),
-            locale: to.locale.as_str().to_owned(),
-            question: question.clone(),
-        };
-        self.post(&to, writing, CardMode::New, Some(AnswerOp::Start(pending))).await?;
-        self.spawn_answer(to, question, sources);
+        self.post(&to, writing, CardMode::New, Some(AnswerOp::Start(to.clone()))).await?;
+        self.spawn_answer(to, sources);
         Ok(())
     }
 
@@ -235,51 +216,40 @@ impl Knowledge {
     /// into the same card; an answer that no longer finds its passages ends
     /// with the closest ones and the note that it was interrupted.
     pub async fn resume(self: &Arc<Self>, pending: Vec<PendingAnswer>) {
-        for answer in pending {
-            let Some(locale) = Locale::parse(&answer.locale) else {
-                tracing::warn!(locale = answer.locale, key = %answer.key, "a pending answer has an unknown locale");
-                continue;
-            };
-            let to = AnswerTo {
-                chat: answer.chat,
-                reply_to: answer.reply_to,
-                thread: answer.thread,
-                key: answer.key,
-                locale,
-            };
+        for to in pending {
             tracing::info!(key = %to.key, "writing an answer a restart cut off");
-            let sources = match self.sources(&answer.question).await {
+            let sources = match self.sources(&to.question).await {
                 Ok(Sources::Relevant(sources)) if self.llm.is_some() => sources,
                 Ok(Sources::Relevant(sources)) | Ok(Sources::Nothing { closest: sources }) => {
-                    self.finish(&to, &answer.question, &sources, Err(LlmError::Stopped)).await;
+                    self.finish(&to, &sources, Err(LlmError::Stopped)).await;
                     continue;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, key = %to.key, "retrieval for a pending answer failed");
-                    self.finish(&to, &answer.question, &[], Err(LlmError::Stopped)).await;
+                    self.finish(&to, &[], Err(LlmError::Stopped)).await;
                     continue;
                 }
             };
-            self.spawn_answer(to, answer.question, sources);
+            self.spawn_answer(to, sources);
         }
     }
 
     /// The model writes the answer in a tracked task, which queues the final card.
-    fn spawn_answer(self: &Arc<Self>, to: AnswerTo, question: String, sources: Vec<Hit>) {
+    fn spawn_answer(self: &Arc<Self>, to: PendingAnswer, sources: Vec<Hit>) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            let written = me.write_answer(&to, &question, &sources).await;
-            me.finish(&to, &question, &sources, written).await;
+            let written = me.write_answer(&to, &sources).await;
+            me.finish(&to, &sources, written).await;
         });
     }
 
     /// Queues the final card: the model's answer, or the passages and why not.
-    async fn finish(&self, to: &AnswerTo, question: &str, sources: &[Hit], written: Result<String, LlmError>) {
+    async fn finish(&self, to: &PendingAnswer, sources: &[Hit], written: Result<String, LlmError>) {
         let card = match &written {
-            Ok(text) => self.answer_card(to.locale, question, sources, AnswerState::Model(text)),
+            Ok(text) => self.answer_card(to.locale, &to.question, sources, AnswerState::Model(text)),
             Err(error) => {
                 tracing::warn!(%error, "the model did not answer; showing the passages");
-                self.answer_card(to.locale, question, sources, AnswerState::Fallback(error))
+                self.answer_card(to.locale, &to.question, sources, AnswerState::Fallback(error))
             }
         };
         let done = Some(AnswerOp::Finish(to.key.clone()));
@@ -292,10 +262,10 @@ impl Knowledge {
         }
     }
 
-    async fn write_answer(&self, to: &AnswerTo, question: &str, sources: &[Hit]) -> Result<String, LlmError> {
+    async fn write_answer(&self, to: &PendingAnswer, sources: &[Hit]) -> Result<String, LlmError> {
         let llm = self.llm.as_ref().expect("start_answer is only called with a model");
         let (tx, mut rx) = watch::channel(String::new());
-        let messages = answer::prompt(question, sources);
+        let messages = answer::prompt(&to.question, sources);
         let completion = llm.complete(&messages, move |text| {
             let _ = tx.send(text.to_owned());
         });
@@ -308,7 +278,7 @@ impl Knowledge {
                 _ = tick.tick() => {
                     if rx.has_changed().unwrap_or(false) {
                         let text = rx.borrow_and_update().clone();
-                        let card = self.answer_card(to.locale, question, sources, AnswerState::Writing(&text));
+                        let card = self.answer_card(to.locale, &to.question, sources, AnswerState::Writing(&text));
                         match card {
                             Ok(card) => if let Err(e) = self.post(to, card, CardMode::Update, None).await {
                                 tracing::warn!(error = %e, "queueing an answer update failed; the next one replaces it");
@@ -326,7 +296,7 @@ impl Knowledge {
     /// answer starts or ends.
     async fn post(
         &self,
-        to: &AnswerTo,
+        to: &PendingAnswer,
         card: CardDraft,
         mode: CardMode,
         op: Option<AnswerOp>,

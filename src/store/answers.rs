@@ -6,17 +6,19 @@ use sqlx::{AnyConnection, Row};
 
 use super::{Store, StoreError};
 use crate::event::{ChatRef, MessageId, PlatformKind, ThreadId};
+use crate::i18n::Locale;
 use crate::reply::CardKey;
 
-/// An answer whose final card is not queued yet.
+/// A model's answer being written: the question, and where its card goes
+/// (`key` is the card's, `reply_to` the question's message). Pending until
+/// its final card is queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingAnswer {
     pub key: CardKey,
     pub chat: ChatRef,
     pub reply_to: Option<MessageId>,
     pub thread: Option<ThreadId>,
-    /// As [`crate::i18n::Locale::as_str`] spells it.
-    pub locale: String,
+    pub locale: Locale,
     pub question: String,
 }
 
@@ -65,9 +67,9 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let platform: String = r.try_get("chat_platform")?;
-            let Some(platform) = PlatformKind::parse(&platform) else {
-                tracing::warn!(platform, "a pending answer names an unknown platform; left alone");
+            let (platform, locale): (String, String) = (r.try_get("chat_platform")?, r.try_get("locale")?);
+            let (Some(platform), Some(locale)) = (PlatformKind::parse(&platform), Locale::parse(&locale)) else {
+                tracing::warn!(platform, locale, "a pending answer names an unknown platform or locale; left alone");
                 continue;
             };
             out.push(PendingAnswer {
@@ -75,7 +77,7 @@ impl Store {
                 chat: ChatRef::new(platform, r.try_get::<String, _>("chat_id")?),
                 reply_to: r.try_get::<Option<String>, _>("reply_to")?.map(MessageId::new),
                 thread: r.try_get::<Option<String>, _>("thread_id")?.map(ThreadId::new),
-                locale: r.try_get("locale")?,
+                locale,
                 question: r.try_get("question")?,
             });
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use opsclaw::action::{Action, ActionToken, Grant};
 use opsclaw::card::{Button, ButtonStyle, CardOf, Color};
 use opsclaw::event::{ChatKind, ChatRef, Event, EventId, EventKind, MessageId, PlatformKind, Quoted, Sender, UserId};
+use opsclaw::i18n::Locale;
 use opsclaw::pipeline::dispatch::prepare;
 use opsclaw::policy::Role;
 use opsclaw::reply::{CardKey, CardMode, QueuedBody, Reply, ReplyBody};
@@ -159,7 +160,7 @@ async fn suite(store: Store) {
         chat: ChatRef::new(PlatformKind::Feishu, "oc_a"),
         reply_to: Some(MessageId::new("om_ev9")),
         thread: None,
-        locale: "zh-CN".into(),
+        locale: Locale::ZhCn,
         question: "磁盘满了怎么处理".into(),
     };
     let start = || Write::Answer { op: AnswerOp::Start(answer.clone()), deliveries: vec![], tokens: vec![] };

@@ -50,6 +50,8 @@ pub struct RawConfig {
     #[serde(default)]
     kb: crate::kb::config::RawKb,
     #[serde(default)]
+    logs: crate::logs::config::RawLogs,
+    #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
     log: RawLog,
@@ -211,6 +213,7 @@ pub struct Config {
     pub telegram: Option<TelegramConfig>,
     pub alerts: Option<crate::alert::config::AlertsConfig>,
     pub kb: crate::kb::config::KbConfig,
+    pub logs: crate::logs::config::LogsConfig,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
 }
@@ -444,6 +447,7 @@ impl Validator<'_> {
             }
         }
         let kb = crate::kb::config::validate(raw.kb, base, env, &mut |key, message| self.err(&key, message));
+        let logs = crate::logs::config::validate(raw.logs, base, env, &mut |key, message| self.err(&key, message));
         let pipeline = self.pipeline(raw.pipeline);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
@@ -473,6 +477,7 @@ impl Validator<'_> {
             telegram,
             alerts,
             kb,
+            logs,
             pipeline,
             log,
         }

@@ -19,6 +19,7 @@ pub mod handler;
 pub mod http;
 pub mod i18n;
 pub mod kb;
+pub mod logs;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;

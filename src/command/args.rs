@@ -75,8 +75,10 @@ pub enum ArgError {
 
 /// Binds `input` (the text after the command name) to `spec`'s arguments.
 pub fn bind(spec: &CommandSpec, input: &str) -> Result<Args, ArgError> {
-    let positional: Vec<&ArgSpec> = spec.args.iter().filter(|a| !matches!(a.kind, ArgKind::Flag)).collect();
+    let positional: Vec<&ArgSpec> = spec.args.iter().filter(|a| a.positional()).collect();
     let mut values = BTreeMap::new();
+    // What a trailing `words` argument has gathered so far.
+    let mut words: Vec<String> = Vec::new();
     let mut next_pos = 0;
     let mut lexer = Lexer { rest: input };
     let mut options_done = false;
@@ -121,8 +123,15 @@ pub fn bind(spec: &CommandSpec, input: &str) -> Result<Args, ArgError> {
         let Some(arg) = positional.get(next_pos) else {
             return Err(ArgError::TooMany { value: token.text });
         };
+        if matches!(arg.kind, ArgKind::Words) {
+            words.push(token.text);
+            continue;
+        }
         values.insert(arg.name.clone(), check_value(arg, &token.text)?);
         next_pos += 1;
+    }
+    if let Some(arg) = positional.get(next_pos).filter(|a| matches!(a.kind, ArgKind::Words) && !words.is_empty()) {
+        values.insert(arg.name.clone(), check_value(arg, &words.join(" "))?);
     }
     for arg in &spec.args {
         if values.contains_key(&arg.name) {
@@ -151,7 +160,7 @@ pub fn check_value(arg: &ArgSpec, text: &str) -> Result<ArgValue, ArgError> {
         ArgKind::Word { pattern: Some(re) } if !re.is_match(text) => {
             Err(ArgError::Pattern { arg: arg.name.clone(), value: text.to_owned(), pattern: re.as_str().to_owned() })
         }
-        ArgKind::Word { .. } | ArgKind::Text => Ok(ArgValue::Str(text.to_owned())),
+        ArgKind::Word { .. } | ArgKind::Text | ArgKind::Words => Ok(ArgValue::Str(text.to_owned())),
         ArgKind::Int { min, max } => {
             let range = || match (min, max) {
                 (Some(a), Some(b)) => format!("{a}..{b}"),
@@ -362,5 +371,35 @@ kind = "text"
         let spec = set.get("echo").unwrap();
         assert_eq!(bind(spec, "-- --force").unwrap().str("word"), Some("--force"));
         assert_eq!(bind(spec, "a b"), Err(ArgError::TooMany { value: "b".into() }));
+    }
+
+    const LOGS: &str = "name = \"logs\"\nsummary = { en = \"x\", zh-CN = \"x\" }\nhandler = \"ping\"\n\
+        [[args]]\nname = \"service\"\nkind = \"word\"\nrequired = true\n\
+        [[args]]\nname = \"query\"\nkind = \"words\"\n\
+        [[args]]\nname = \"since\"\nkind = \"duration\"\noption = true\n\
+        [[args]]\nname = \"limit\"\nkind = \"int\"\noption = true\ndefault = 20\n";
+
+    #[test]
+    fn words_gather_every_bare_word_and_options_still_bind() {
+        let set = CommandSet::from_files([("logs.toml".to_owned(), LOGS.to_owned())]).unwrap();
+        let spec = set.get("logs").unwrap();
+        let args = bind(spec, "payments connection refused --since 30m \"upstream 502\"").unwrap();
+        assert_eq!(args.str("service"), Some("payments"));
+        assert_eq!(args.str("query"), Some("connection refused upstream 502"));
+        assert_eq!(args.duration("since"), Some(Duration::from_secs(1800)));
+        assert_eq!(args.int("limit"), Some(20));
+        // An option is never bound by position: the words take everything.
+        let args = bind(spec, "payments 30m").unwrap();
+        assert_eq!((args.str("query"), args.duration("since")), (Some("30m"), None));
+        assert_eq!(bind(spec, "payments").unwrap().str("query"), None);
+        assert_eq!(spec.usage(), "/logs <service> [query…] [--since DURATION] [--limit N]");
+    }
+
+    #[test]
+    fn a_positional_after_words_is_refused() {
+        let file = "name = \"x\"\nsummary = { en = \"x\", zh-CN = \"x\" }\nhandler = \"ping\"\n\
+            [[args]]\nname = \"query\"\nkind = \"words\"\n[[args]]\nname = \"more\"\nkind = \"word\"\n";
+        let errors = CommandSet::from_files([("x.toml".to_owned(), file.to_owned())]).unwrap_err();
+        assert!(errors[0].message.contains("follows a `words` argument"), "{errors:?}");
     }
 }

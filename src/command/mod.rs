@@ -39,10 +39,11 @@ pub enum Builtin {
     Audit,
     Kb,
     Ask,
+    Logs,
 }
 
 impl Builtin {
-    const ALL: [(&'static str, Builtin); 15] = [
+    const ALL: [(&'static str, Builtin); 16] = [
         ("help", Self::Help),
         ("ping", Self::Ping),
         ("whoami", Self::Whoami),
@@ -58,6 +59,7 @@ impl Builtin {
         ("audit", Self::Audit),
         ("kb", Self::Kb),
         ("ask", Self::Ask),
+        ("logs", Self::Logs),
     ];
 
     fn parse(s: &str) -> Option<Self> {
@@ -114,8 +116,9 @@ impl CommandSpec {
         for arg in &self.args {
             let shown = match (&arg.kind, arg.required) {
                 (ArgKind::Flag, _) => format!(" [--{}]", arg.name),
-                (ArgKind::Text, true) => format!(" <{}…>", arg.name),
-                (ArgKind::Text, false) => format!(" [{}…]", arg.name),
+                (_, _) if arg.option => format!(" [--{} {}]", arg.name, arg.kind.placeholder()),
+                (ArgKind::Text | ArgKind::Words, true) => format!(" <{}…>", arg.name),
+                (ArgKind::Text | ArgKind::Words, false) => format!(" [{}…]", arg.name),
                 (_, true) => format!(" <{}>", arg.name),
                 (_, false) => format!(" [{}]", arg.name),
             };
@@ -142,6 +145,15 @@ pub struct ArgSpec {
     pub help: Option<Localized>,
     /// Longest accepted value, in characters.
     pub max_len: usize,
+    /// Given only as `--name VALUE`, never by position (flags always are).
+    pub option: bool,
+}
+
+impl ArgSpec {
+    /// Whether a bare word can bind to this argument by its position.
+    pub fn positional(&self) -> bool {
+        !self.option && !matches!(self.kind, ArgKind::Flag)
+    }
 }
 
 #[derive(Debug)]
@@ -152,6 +164,9 @@ pub enum ArgKind {
     },
     /// The rest of the message, verbatim. Only the last argument.
     Text,
+    /// Every remaining bare word (or quoted phrase), joined by a space;
+    /// `--options` among them still bind. Only the last positional argument.
+    Words,
     Int {
         min: Option<i64>,
         max: Option<i64>,
@@ -160,6 +175,18 @@ pub enum ArgKind {
     Choice(Vec<String>),
     /// A `--name` switch without a value.
     Flag,
+}
+
+impl ArgKind {
+    /// What an option's value looks like in a usage line.
+    fn placeholder(&self) -> &'static str {
+        match self {
+            ArgKind::Int { .. } => "N",
+            ArgKind::Duration => "DURATION",
+            ArgKind::Choice(_) => "CHOICE",
+            _ => "VALUE",
+        }
+    }
 }
 
 /// All commands, looked up by name or alias (case-insensitive).
@@ -191,6 +218,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("help.toml", include_str!("../../commands/help.toml")),
     ("history.toml", include_str!("../../commands/history.toml")),
     ("kb.toml", include_str!("../../commands/kb.toml")),
+    ("logs.toml", include_str!("../../commands/logs.toml")),
     ("oncall.toml", include_str!("../../commands/oncall.toml")),
     ("ping.toml", include_str!("../../commands/ping.toml")),
     ("rollback.toml", include_str!("../../commands/rollback.toml")),
@@ -308,6 +336,8 @@ struct RawArg {
     min: Option<i64>,
     max: Option<i64>,
     max_len: Option<usize>,
+    #[serde(default)]
+    option: bool,
     help: Option<Localized>,
 }
 
@@ -349,7 +379,10 @@ fn validate(raw: RawCommand, file: &str, errors: &mut Vec<CommandFileError>) -> 
         let key = format!("args[{i}]");
         match validate_arg(raw_arg, i + 1 == n_args) {
             Ok(arg) => {
-                let positional = !matches!(arg.kind, ArgKind::Flag);
+                let positional = arg.positional();
+                if positional && args.iter().any(|a: &ArgSpec| matches!(a.kind, ArgKind::Words)) {
+                    err(&key, format!("`{}` follows a `words` argument, which takes every remaining word", arg.name));
+                }
                 if positional && arg.required && seen_optional_positional {
                     err(&key, format!("required argument `{}` follows an optional one", arg.name));
                 }
@@ -421,6 +454,10 @@ fn validate_arg(raw: RawArg, is_last: bool) -> Result<ArgSpec, (&'static str, St
             unused("pattern", raw.pattern.is_some(), "text")?;
             ArgKind::Text
         }
+        "words" => {
+            unused("pattern", raw.pattern.is_some(), "words")?;
+            ArgKind::Words
+        }
         "int" => ArgKind::Int { min: raw.min, max: raw.max },
         "duration" => ArgKind::Duration,
         "choice" => match raw.choices {
@@ -434,14 +471,25 @@ fn validate_arg(raw: RawArg, is_last: bool) -> Result<ArgSpec, (&'static str, St
             ArgKind::Flag
         }
         other => {
-            return Err(("kind", format!("unknown kind `{other}` (word, text, int, duration, choice, flag)")));
+            return Err(("kind", format!("unknown kind `{other}` (word, words, text, int, duration, choice, flag)")));
         }
     };
+    if raw.option && matches!(kind, ArgKind::Flag | ArgKind::Text | ArgKind::Words) {
+        return Err(("option", format!("`option` does not apply to kind `{}`", raw.kind)));
+    }
     let max_len = raw.max_len.unwrap_or(match kind {
-        ArgKind::Text => 4096,
+        ArgKind::Text | ArgKind::Words => 4096,
         _ => DEFAULT_MAX_LEN,
     });
-    let mut spec = ArgSpec { name: raw.name, kind, required: raw.required, default: None, help: raw.help, max_len };
+    let mut spec = ArgSpec {
+        name: raw.name,
+        kind,
+        required: raw.required,
+        default: None,
+        help: raw.help,
+        max_len,
+        option: raw.option,
+    };
     if let Some(value) = raw.default {
         if spec.required {
             return Err(("default", "a required argument cannot have a default".into()));

@@ -37,6 +37,7 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
         Builtin::Audit => super::ops::audit(ctx, args).await,
         Builtin::Kb => super::kb::kb(ctx, args.str("query").unwrap_or_default()).await,
         Builtin::Ask => super::kb::ask(ctx, args.str("question").unwrap_or_default()).await,
+        Builtin::Logs => Ok(Vec::new()),
     }
 }
 
@@ -112,7 +113,7 @@ fn command_value(ctx: &Ctx<'_>, spec: &CommandSpec) -> Value {
             let kind = match &a.kind {
                 ArgKind::Word { pattern: Some(p) } => format!("word {}", p.as_str()),
                 ArgKind::Word { pattern: None } => "word".to_owned(),
-                ArgKind::Text => "text".to_owned(),
+                ArgKind::Text | ArgKind::Words => "text".to_owned(),
                 ArgKind::Int { .. } => "int".to_owned(),
                 ArgKind::Duration => "duration".to_owned(),
                 ArgKind::Choice(c) => c.join(" | "),

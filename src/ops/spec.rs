@@ -270,7 +270,7 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
             let Some(name) = name else { continue };
             match arg(name) {
                 None => problems.push((format!("run.history.{key}"), format!("there is no argument `{name}`"))),
-                Some(a) if matches!(a.kind, ArgKind::Flag | ArgKind::Text) => problems
+                Some(a) if matches!(a.kind, ArgKind::Flag | ArgKind::Text | ArgKind::Words) => problems
                     .push((format!("run.history.{key}"), format!("argument `{name}` must be a word or a choice"))),
                 Some(a) if key == "version" && !a.required => {
                     problems.push(("run.history.version".into(), format!("argument `{name}` must be required")))
@@ -404,7 +404,7 @@ pub(crate) fn validate(raw: RawRun, command: &str, args: &[ArgSpec]) -> Result<R
                         key.clone(),
                         format!("argument `{var}` reaches a step, so it needs a `pattern` (or make it a choice)"),
                     )),
-                    ArgKind::Text => {
+                    ArgKind::Text | ArgKind::Words => {
                         problems.push((key.clone(), format!("argument `{var}` is free text and cannot reach a step")))
                     }
                     _ => {}

@@ -51,6 +51,16 @@ pub enum Action {
     RunRollback {
         run: i64,
     },
+    /// A page of a log search: More on a `/logs` card (`offset` > 0), or
+    /// Logs on an alert card (the first page around the alert's start).
+    LogsPage {
+        query: crate::logs::service::LogQuery,
+        offset: usize,
+    },
+    /// The whole capped excerpt of a log search, as a file.
+    LogsDownload {
+        query: crate::logs::service::LogQuery,
+    },
 }
 
 /// An action together with who may trigger it.

@@ -155,6 +155,7 @@ pub async fn start(
     let outbox = Outbox::new(store.clone(), journal.clone(), platforms, retry, stats.clone(), clock, stop.clone());
     let mut tasks = Vec::new();
     let kb = knowledge(config, &defs, outbox.clone(), clock).await?;
+    let logs = Arc::new(log_search(config, &defs)?);
     if config.kb.watch {
         let watcher = crate::kb::watch::spawn(kb.kb.clone(), stop.clone()).context("watching the knowledge base")?;
         tasks.push(("knowledge base watcher", watcher));
@@ -180,6 +181,7 @@ pub async fn start(
                 config: alerts_config.clone(),
                 roles: ButtonRoles::from_commands(&defs.commands),
                 kb: kb.clone(),
+                logs: logs.clone(),
                 clock,
             };
             tasks.push(("alert notifier", tokio::spawn(notifier.run(notify_rx, stop.clone()))));
@@ -224,6 +226,7 @@ pub async fn start(
         alerts: alerts.clone(),
         runs: runs.clone(),
         kb: kb.clone(),
+        logs,
         reader,
         catalog: defs.catalog.clone(),
         commands: defs.commands.clone(),
@@ -293,6 +296,22 @@ pub async fn start(
         journal,
         tasks,
     })
+}
+
+/// The log services of `[logs]`. Lines shown or downloaded mask the values
+/// of the ops commands' secrets too, which a service may well log.
+fn log_search(config: &Config, defs: &Definitions) -> anyhow::Result<crate::logs::service::Logs> {
+    let secrets = defs
+        .commands
+        .iter()
+        .flat_map(|c| c.run.iter().flat_map(|r| r.secrets.clone()))
+        .filter_map(|name| std::env::var(name).ok())
+        .collect();
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("opsclaw/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client for log search")?;
+    Ok(crate::logs::service::Logs::new(config.logs.clone(), http, secrets))
 }
 
 /// Loads the knowledge index from `[kb]` (the example runbooks, the roots,
@@ -404,7 +423,7 @@ pub async fn run(
     let mut platforms: Vec<Arc<dyn ChatPlatform>> = Vec::new();
     let console = match (&config.console, console_io) {
         (Some(console_config), Some(io)) => {
-            let console = Console::new(io.output, console_config.rate, &clock);
+            let console = Console::new(io.output, console_config.rate, &clock, config.data_dir.join("downloads"));
             platforms.push(console.clone());
             channels.register("console");
             Some((console, console_config.clone(), io.input))

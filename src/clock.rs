@@ -43,6 +43,12 @@ pub fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// Like [`format_ms`], with milliseconds: `2026-01-02T03:04:05.678Z`.
+pub fn format_ms_precise(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
 /// Formats a duration for people: `3h 12m`, `45s`.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();

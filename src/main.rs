@@ -91,6 +91,9 @@ enum KbAction {
     },
 }
 
+/// Where the demo app's logs are, under the data directory (as in `chat.toml`).
+const DEMO_LOGS: &str = "demo-app/logs/*.log*";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
@@ -156,6 +159,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             if let Some(dir) = data_dir {
                 config.database_url = format!("sqlite://{}", dir.join("opsclaw.db").display());
+                // The embedded `demo` log service reads what the demo app writes in the data directory.
+                if path.is_none()
+                    && let Some(demo) = config.logs.services.get_mut("demo")
+                    && let opsclaw::logs::config::BackendConfig::Files(files) = &mut demo.backend
+                {
+                    let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir()?.join(&dir) };
+                    files.paths = vec![dir.join(DEMO_LOGS).display().to_string()];
+                }
                 config.data_dir = dir;
             }
             if let Some(locale) = locale {

@@ -21,6 +21,8 @@ pub const JOURNAL_BATCH: &str = "opsclaw_journal_batch_size";
 pub const CHANNEL_UP: &str = "opsclaw_channel_up";
 pub const CHANNEL_RECONNECTS: &str = "opsclaw_channel_reconnects";
 pub const CHANNEL_LAST_EVENT_AGE: &str = "opsclaw_channel_last_event_age_seconds";
+pub const LOG_SEARCH_SECONDS: &str = "opsclaw_log_search_seconds";
+pub const LOG_SEARCH_ERRORS: &str = "opsclaw_log_search_errors_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -31,6 +33,11 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(HANDLER_SECONDS.to_owned()),
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(LOG_SEARCH_SECONDS.to_owned()),
+                    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(

@@ -57,6 +57,12 @@ pub enum ReplyBody {
         card: CardDraft,
         mode: CardMode,
     },
+    /// A text file (a log excerpt), with a short caption.
+    File {
+        name: String,
+        text: String,
+        caption: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,4 +108,5 @@ pub enum QueuedBody {
     Text(String),
     Mention { text: String, people: Vec<Mention> },
     Card { key: CardKey, card: crate::card::Card, mode: CardMode },
+    File { name: String, text: String, caption: String },
 }

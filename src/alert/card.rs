@@ -50,10 +50,14 @@ pub fn render(
     alerts: &[AlertView],
     roles: &ButtonRoles,
     runbook: Option<&Hit>,
+    logs: Option<Grant>,
     now_ms: i64,
 ) -> Result<CardDraft, CardTemplateError> {
     let silenced = group.silenced_at(now_ms);
     let mut grants: Vec<(&str, Grant)> = Vec::new();
+    if let Some(logs) = logs {
+        grants.push(("logs", logs));
+    }
     if group.firing {
         if group.acked.is_none() {
             grants.push(("ack", Grant::new(Action::AlertAck { group: group.id }, roles.ack.clone())));
@@ -79,6 +83,31 @@ pub fn render(
     });
     let values = context! { runbook => runbook, ..values(group, alerts, now_ms) };
     cards.render(TEMPLATE, locale, &values, grants)
+}
+
+/// The Logs button of a group whose labels (its own, then its first
+/// alert's) map to a configured log service: the first page of that
+/// service's logs from `logs.alert_window` before the group's first start
+/// to as long after it.
+pub fn logs_button(logs: &crate::logs::service::Logs, group: &GroupView, alerts: &[AlertView]) -> Option<Grant> {
+    let mut labels = group.labels.clone();
+    if let Some(first) = alerts.first() {
+        for (k, v) in &first.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let service = logs.for_labels(&labels)?;
+    let start = alerts.iter().filter_map(|a| a.starts_at).min().unwrap_or(group.created_at);
+    let window = i64::try_from(logs.config().alert_window.as_millis()).unwrap_or(i64::MAX / 4);
+    let query = crate::logs::service::LogQuery {
+        service: service.name.clone(),
+        pattern: None,
+        from_ms: start.saturating_sub(window),
+        to_ms: start.saturating_add(window),
+        level: None,
+        page: logs.config().page,
+    };
+    Some(Grant::new(Action::LogsPage { query, offset: 0 }, service.role.clone()))
 }
 
 /// What a group's runbook is looked up by ([`crate::kb::Kb::runbook`]): the

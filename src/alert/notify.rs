@@ -70,6 +70,8 @@ pub struct Notifier {
     pub roles: ButtonRoles,
     /// Puts the runbook for each group on its card.
     pub kb: Arc<crate::kb::service::Knowledge>,
+    /// For the Logs button of groups that map to a log service.
+    pub logs: Arc<crate::logs::service::Logs>,
     pub clock: Clock,
 }
 
@@ -205,7 +207,9 @@ impl Notifier {
                 }
             }
             let locale = self.locales.for_chat(&chat);
-            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, runbook.as_ref(), now) {
+            let logs = card::logs_button(&self.logs, group, &alerts);
+            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, runbook.as_ref(), logs, now)
+            {
                 Ok(card) => card,
                 Err(e) => {
                     tracing::error!(group = group.id, error = %e, "rendering an alert card failed");

@@ -35,8 +35,9 @@ impl CardId {
     pub const AUDIT: CardId = CardId("audit");
     pub const KB: CardId = CardId("kb");
     pub const ANSWER: CardId = CardId("answer");
+    pub const LOGS: CardId = CardId("logs");
     /// Templates the built-in handlers render; a template set without them is refused.
-    pub const REQUIRED: [CardId; 14] = [
+    pub const REQUIRED: [CardId; 15] = [
         Self::HELP,
         Self::HELP_COMMAND,
         Self::STATUS,
@@ -51,6 +52,7 @@ impl CardId {
         Self::AUDIT,
         Self::KB,
         Self::ANSWER,
+        Self::LOGS,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +71,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("help.toml", include_str!("../../cards/help.toml")),
     ("help_command.toml", include_str!("../../cards/help_command.toml")),
     ("kb.toml", include_str!("../../cards/kb.toml")),
+    ("logs.toml", include_str!("../../cards/logs.toml")),
     ("oncall.toml", include_str!("../../cards/oncall.toml")),
     ("run.toml", include_str!("../../cards/run.toml")),
     ("run_history.toml", include_str!("../../cards/run_history.toml")),

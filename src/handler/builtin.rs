@@ -37,7 +37,7 @@ pub async fn invoke(ctx: &Ctx<'_>, invocation: &Invocation) -> Result<Vec<Reply>
         Builtin::Audit => super::ops::audit(ctx, args).await,
         Builtin::Kb => super::kb::kb(ctx, args.str("query").unwrap_or_default()).await,
         Builtin::Ask => super::kb::ask(ctx, args.str("question").unwrap_or_default()).await,
-        Builtin::Logs => Ok(Vec::new()),
+        Builtin::Logs => super::logs::logs(ctx, args).await,
     }
 }
 
@@ -65,6 +65,7 @@ pub async fn press(ctx: &Ctx<'_>, token: &ActionToken) -> Result<Vec<Reply>, Han
         | Action::RunCancel { .. }
         | Action::RunStart { .. }
         | Action::RunRollback { .. }) => super::ops::press(ctx, run).await,
+        ref logs @ (Action::LogsPage { .. } | Action::LogsDownload { .. }) => super::logs::press(ctx, logs).await,
         ref alert => super::alerts::press(ctx, alert).await,
     }
 }

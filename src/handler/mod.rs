@@ -11,6 +11,7 @@
 mod alerts;
 mod builtin;
 mod kb;
+mod logs;
 mod ops;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Bot {
     pub runs: Arc<crate::ops::Runs>,
     /// The knowledge base: search, answers (streamed by a model when one is configured), notes.
     pub kb: Arc<crate::kb::service::Knowledge>,
+    /// Log search over the configured services' sources.
+    pub logs: Arc<crate::logs::service::Logs>,
     /// Reads from the platforms what an event only names (a replied-to message).
     pub reader: Reader,
     pub catalog: Arc<Catalog>,

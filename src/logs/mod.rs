@@ -16,6 +16,8 @@ pub mod files;
 pub mod journald;
 pub mod line;
 pub mod loki;
+pub mod range;
+pub mod service;
 
 use std::time::Duration;
 

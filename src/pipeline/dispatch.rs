@@ -155,6 +155,7 @@ pub fn prepare(
             let body = match reply.body {
                 ReplyBody::Text(text) => QueuedBody::Text(text),
                 ReplyBody::Mention { text, people } => QueuedBody::Mention { text, people },
+                ReplyBody::File { name, text, caption } => QueuedBody::File { name, text, caption },
                 ReplyBody::Card { key, card, mode } => {
                     let card = card.mint(|token, grant| {
                         tokens.push(NewToken {

@@ -322,6 +322,10 @@ impl Outbox {
             QueuedBody::Mention { text, people } => {
                 platform.send(&outbound(Content::Mention { text, people })).await.map(|_| None)
             }
+            QueuedBody::File { name, text, caption } => {
+                let content = Content::File { name, data: text.as_bytes(), caption };
+                platform.send(&outbound(content)).await.map(|_| None)
+            }
             QueuedBody::Card { key, card, mode } => {
                 let posts = match mode {
                     CardMode::New => Vec::new(),

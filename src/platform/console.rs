@@ -33,10 +33,17 @@ pub struct Console {
     /// Distinguishes this process's event and message ids from earlier runs'.
     boot: String,
     rate: Rate,
+    /// Where files sent to the console are saved (a terminal cannot take a file).
+    downloads: std::path::PathBuf,
 }
 
 impl Console {
-    pub fn new(out: Box<dyn AsyncWrite + Send + Unpin>, rate: Rate, clock: &Clock) -> Arc<Self> {
+    pub fn new(
+        out: Box<dyn AsyncWrite + Send + Unpin>,
+        rate: Rate,
+        clock: &Clock,
+        downloads: std::path::PathBuf,
+    ) -> Arc<Self> {
         Arc::new(Self {
             out: Mutex::new(out),
             buttons: StdMutex::new(HashMap::new()),
@@ -44,7 +51,24 @@ impl Console {
             next_card: AtomicU64::new(1),
             boot: format!("{:x}", clock.now_ms()),
             rate,
+            downloads,
         })
+    }
+
+    /// Saves a file sent to the console under `downloads/`, by its name
+    /// without any directory part (a retry writes the same file again).
+    async fn save(&self, name: &str, data: &[u8]) -> Result<std::path::PathBuf, PlatformError> {
+        let file = std::path::Path::new(name).file_name().map_or_else(|| "download.txt".into(), |f| f.to_owned());
+        let path = self.downloads.join(file);
+        let (dir, target, data) = (self.downloads.clone(), path.clone(), data.to_vec());
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&target, data)
+        })
+        .await
+        .map_err(|e| PlatformError::Retryable(format!("saving {name}: {e}")))?;
+        written.map_err(|e| PlatformError::Rejected(format!("saving {}: {e}", path.display())))?;
+        Ok(path)
     }
 
     async fn print(&self, text: &str) -> Result<(), std::io::Error> {
@@ -262,6 +286,11 @@ impl ChatPlatform for Console {
                 let numbers = self.number_buttons(card);
                 let id = MessageId::new(format!("{}:card{n}", self.boot));
                 (render_card(card, &numbers, &format!("card #{n}")), Some(id))
+            }
+            Content::File { name, data, caption } => {
+                let path = self.save(name, data).await?;
+                let text = format!("📎 {caption}\n{} ({} bytes)", path.display(), data.len());
+                (render_text(&text), None)
             }
             Content::UpdateCard { message, card } => {
                 let n = message.as_str().rsplit_once(":card").map_or("?", |(_, n)| n);

@@ -101,6 +101,12 @@ pub enum Content<'a> {
         people: &'a [crate::reply::Mention],
     },
     NewCard(&'a Card),
+    /// A file to download (a log excerpt), with a caption.
+    File {
+        name: &'a str,
+        data: &'a [u8],
+        caption: &'a str,
+    },
     /// Replace the card previously posted as `message`.
     UpdateCard {
         message: &'a MessageId,

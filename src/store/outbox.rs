@@ -36,6 +36,7 @@ enum BodyRow {
     Text { text: String },
     Mention { text: String, people: Vec<Mention> },
     Card { card: Card, update: bool },
+    File { name: String, text: String, caption: String },
 }
 
 /// Enqueues `deliveries`, skipping idempotency keys already present; returns
@@ -56,6 +57,9 @@ pub(super) async fn insert(
             QueuedBody::Text(text) => (BodyRow::Text { text: text.clone() }, None, false),
             QueuedBody::Mention { text, people } => {
                 (BodyRow::Mention { text: text.clone(), people: people.clone() }, None, false)
+            }
+            QueuedBody::File { name, text, caption } => {
+                (BodyRow::File { name: name.clone(), text: text.clone(), caption: caption.clone() }, None, false)
             }
             QueuedBody::Card { key, card, mode } => {
                 let update = *mode == CardMode::Update;
@@ -245,6 +249,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<QueuedReply, StoreError> {
     let body = match payload.body {
         BodyRow::Text { text } => QueuedBody::Text(text),
         BodyRow::Mention { text, people } => QueuedBody::Mention { text, people },
+        BodyRow::File { name, text, caption } => QueuedBody::File { name, text, caption },
         BodyRow::Card { card, update } => {
             let key: Option<String> = row.try_get("card_key")?;
             let key = key.ok_or_else(|| corrupt("card without card_key".into()))?;

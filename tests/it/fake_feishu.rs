@@ -3,7 +3,10 @@
 //! with `uuid` idempotency and the 30 KB limit, reading a message back (GET
 //! /open-apis/im/v1/messages/:message_id: the bot's own and those users "sent"
 //! with [`FakeFeishu::user_message`]), and knobs for rate limits (429 with
-//! `x-ogw-ratelimit-reset`), server errors and refused reads. [`Callbacks`]
+//! `x-ogw-ratelimit-reset`), server errors and refused reads. Files are
+//! uploaded as Feishu takes them (POST /open-apis/im/v1/files, multipart
+//! with `file_type`, `file_name`, `file`; 30 MB at most) and sent as `file`
+//! messages naming an uploaded `file_key`. [`Callbacks`]
 //! plays Feishu's side of HTTP callback mode: encrypted, signed POSTs.
 
 use std::collections::HashMap;
@@ -79,6 +82,8 @@ struct FakeState {
     rate_limit_next: AtomicUsize,
     fail_next: AtomicUsize,
     refused: AtomicUsize,
+    /// Uploaded files by file_key: (file_name, bytes).
+    files: Mutex<HashMap<String, (String, Vec<u8>)>>,
 }
 
 pub struct FakeFeishu {
@@ -107,11 +112,18 @@ impl FakeFeishu {
             .route("/open-apis/im/v1/messages", post(send))
             .route("/open-apis/im/v1/messages/{id}/reply", post(reply))
             .route("/open-apis/im/v1/messages/{id}", patch(patch_message).get(get_message))
+            .route("/open-apis/im/v1/files", post(upload_file))
+            .layer(axum::extract::DefaultBodyLimit::max(31 << 20))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, state, ws }
+    }
+
+    /// An uploaded file: its name and bytes.
+    pub fn file(&self, file_key: &str) -> Option<(String, Vec<u8>)> {
+        self.state.files.lock().unwrap().get(file_key).cloned()
     }
 
     pub fn url(&self) -> String {
@@ -253,6 +265,13 @@ fn record(state: &FakeState, kind: CallKind, body: &Value, target: Option<&str>)
     if content.len() > 30 * 1024 {
         return error(StatusCode::BAD_REQUEST, 230025, "content too long");
     }
+    if msg_type == "file" {
+        let file: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+        let known = file["file_key"].as_str().is_some_and(|k| state.files.lock().unwrap().contains_key(k));
+        if !known {
+            return error(StatusCode::BAD_REQUEST, 230001, "file message needs the file_key of an uploaded file");
+        }
+    }
     if msg_type == "interactive" {
         let card: Value = serde_json::from_str(content).unwrap_or(Value::Null);
         if card["schema"] != "2.0" || card["config"]["update_multi"] != true {
@@ -305,6 +324,58 @@ fn record(state: &FakeState, kind: CallKind, body: &Value, target: Option<&str>)
         at: std::time::Instant::now(),
     });
     Json(json!({"code": 0, "msg": "ok", "data": {"message_id": message_id}})).into_response()
+}
+
+/// POST /open-apis/im/v1/files: a multipart form with `file_type`,
+/// `file_name` and the `file` part.
+async fn upload_file(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let Some(boundary) = content_type.strip_prefix("multipart/form-data; boundary=") else {
+        return error(StatusCode::BAD_REQUEST, 234001, "multipart/form-data expected");
+    };
+    let parts = multipart(&body, boundary);
+    let field = |name: &str| parts.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let (Some(file_type), Some(file_name), Some(file)) = (field("file_type"), field("file_name"), field("file")) else {
+        return error(StatusCode::BAD_REQUEST, 234001, "file_type, file_name and file are required");
+    };
+    if file_type != b"stream" && !matches!(&file_type[..], b"opus" | b"mp4" | b"pdf" | b"doc" | b"xls" | b"ppt") {
+        return error(StatusCode::BAD_REQUEST, 234001, "invalid file_type");
+    }
+    if file.is_empty() || file.len() > 30 << 20 {
+        return error(StatusCode::BAD_REQUEST, 234006, "file size must be between 1 byte and 30 MB");
+    }
+    let mut files = state.files.lock().unwrap();
+    let key = format!("file_v3_{}", files.len() + 1);
+    files.insert(key.clone(), (String::from_utf8_lossy(&file_name).into_owned(), file));
+    Json(json!({"code": 0, "msg": "success", "data": {"file_key": key}})).into_response()
+}
+
+/// The (name, value) of each part of a multipart/form-data body.
+fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = find(rest, b"\r\n\r\n") else { break };
+        let head = String::from_utf8_lossy(&rest[..head_end]).into_owned();
+        let after = &rest[head_end + 4..];
+        let end = find(after, format!("\r\n{delimiter}").as_bytes()).unwrap_or(after.len());
+        let name = head.split("name=\"").nth(1).and_then(|n| n.split('"').next()).unwrap_or_default().to_owned();
+        parts.push((name, after[..end].to_vec()));
+        rest = &after[end..];
+    }
+    parts
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn take(counter: &AtomicUsize) -> bool {

@@ -83,6 +83,7 @@ pub struct OpenApi {
 pub enum MsgType {
     Post,
     Interactive,
+    File,
 }
 
 impl MsgType {
@@ -90,8 +91,20 @@ impl MsgType {
         match self {
             Self::Post => "post",
             Self::Interactive => "interactive",
+            Self::File => "file",
         }
     }
+}
+
+/// What a call sends.
+enum Body<'a> {
+    None,
+    Json(&'a Value),
+    /// A multipart file upload.
+    File {
+        name: &'a str,
+        data: &'a [u8],
+    },
 }
 
 impl OpenApi {
@@ -167,6 +180,17 @@ impl OpenApi {
         self.call(Method::PATCH, &path, Some(json!({"content": content}))).await.map(|_| ())
     }
 
+    /// Uploads a file for a file message (POST /open-apis/im/v1/files,
+    /// `file_type=stream`, at most 30 MB) and returns its `file_key`. A retry
+    /// uploads again: an unused upload costs nothing but storage on Feishu's side.
+    pub async fn upload_file(&self, name: &str, data: &[u8]) -> Result<String, ApiError> {
+        let response = self.call_with(Method::POST, "/open-apis/im/v1/files", Body::File { name, data }).await?;
+        match response.pointer("/data/file_key").and_then(Value::as_str) {
+            Some(key) => Ok(key.to_owned()),
+            None => Err(ApiError::Malformed("file upload response without data.file_key".into())),
+        }
+    }
+
     /// The message object of `message` (`data.items[0]`), as the API returns it.
     pub async fn message(&self, message: &MessageId) -> Result<Value, ApiError> {
         let path = format!("/open-apis/im/v1/messages/{}", path_segment(message.as_str()));
@@ -179,22 +203,40 @@ impl OpenApi {
 
     /// One authenticated call; on a token error the token is refreshed and the call repeated once.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
+        let body = match &body {
+            Some(json) => Body::Json(json),
+            None => Body::None,
+        };
+        self.call_with(method, path, body).await
+    }
+
+    async fn call_with(&self, method: Method, path: &str, body: Body<'_>) -> Result<Value, ApiError> {
         let token = self.token().await?;
-        match self.request(method.clone(), path, body.as_ref(), &token).await {
+        match self.request(method.clone(), path, &body, &token).await {
             Err(e) if e.is_token_error() => {
                 tracing::info!(error = %e, "tenant token rejected; refreshing");
                 self.invalidate(&token).await;
                 let token = self.token().await?;
-                self.request(method, path, body.as_ref(), &token).await
+                self.request(method, path, &body, &token).await
             }
             other => other,
         }
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<&Value>, token: &str) -> Result<Value, ApiError> {
+    async fn request(&self, method: Method, path: &str, body: &Body<'_>, token: &str) -> Result<Value, ApiError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Body::None => {}
+            Body::Json(json) => request = request.json(json),
+            // Built anew for each attempt: a multipart form is consumed by sending it.
+            Body::File { name, data } => {
+                let part = reqwest::multipart::Part::bytes(data.to_vec()).file_name(name.to_string());
+                let form = reqwest::multipart::Form::new()
+                    .text("file_type", "stream")
+                    .text("file_name", name.to_string())
+                    .part("file", part);
+                request = request.multipart(form);
+            }
         }
         let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
         read(response).await

@@ -93,6 +93,13 @@ impl ChatPlatform for Feishu {
                 let id = deliver(MsgType::Interactive, card::render_card(c, TRUNCATED), msg.key.to_owned()).await?;
                 Ok(Sent { message_id: Some(id) })
             }
+            // A Feishu file message has no caption; the file's name says what it is.
+            Content::File { name, data, caption: _ } => {
+                let file_key = self.api.upload_file(name, data).await?;
+                let content = serde_json::json!({ "file_key": file_key }).to_string();
+                let id = deliver(MsgType::File, content, msg.key.to_owned()).await?;
+                Ok(Sent { message_id: Some(id) })
+            }
             Content::UpdateCard { message, card: c } => {
                 self.api.patch(message, &card::render_card(c, TRUNCATED)).await?;
                 Ok(Sent { message_id: None })

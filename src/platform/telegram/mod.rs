@@ -262,6 +262,19 @@ impl ChatPlatform for Telegram {
                 }
                 Ok(Sent { message_id: stored(request.await)? })
             }
+            Content::File { name, data, caption } => {
+                let file = InputFile::memory(data.to_vec()).file_name(name.to_string());
+                // A caption is at most 1024 characters.
+                let caption: String = caption.chars().take(1000).collect();
+                let mut request = self.bot.send_document(chat, file).caption(caption);
+                if let Some(thread) = thread(msg)? {
+                    request = request.message_thread_id(thread);
+                }
+                if let Some(parent) = parent(msg)? {
+                    request = request.reply_parameters(parent);
+                }
+                Ok(Sent { message_id: stored(request.await)? })
+            }
             Content::UpdateCard { message, card } => {
                 let id = TgMessageId(number(message.as_str())?);
                 // Without `reply_markup` Telegram removes the keyboard, which is

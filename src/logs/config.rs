@@ -309,7 +309,8 @@ fn service(
         })
     };
     let url = |value: String, err: &mut dyn FnMut(String, String)| {
-        if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+        let http = value.starts_with("http://") || value.starts_with("https://");
+        if !value.is_empty() && !http {
             err(format!("{key}.url"), format!("`{value}` is not an http(s) address"));
         }
         value.trim_end_matches('/').to_owned()
@@ -349,7 +350,8 @@ fn service(
         "loki" => {
             let url_value = required("url", s.url);
             let selector = required("selector", s.selector);
-            if !selector.is_empty() && !(selector.trim_start().starts_with('{') && selector.trim_end().ends_with('}')) {
+            let braced = selector.trim_start().starts_with('{') && selector.trim_end().ends_with('}');
+            if !selector.is_empty() && !braced {
                 err(
                     format!("{key}.selector"),
                     format!("`{selector}` is not a LogQL stream selector like {{app=\"api\"}}"),

@@ -97,7 +97,7 @@ mod tests {
     use super::*;
 
     /// 2026-12-02T03:00:00Z
-    const NOW: i64 = 1_796_187_600_000;
+    const NOW: i64 = 1_796_180_400_000;
     const HOUR: Duration = Duration::from_secs(3600);
     const MONTH: Duration = Duration::from_secs(31 * 86400);
 

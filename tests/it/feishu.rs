@@ -238,6 +238,68 @@ async fn an_alert_card_in_feishu_is_acked_from_the_card() {
     .await;
 }
 
+#[tokio::test]
+async fn an_alert_cards_logs_button_opens_its_services_logs_and_download_sends_a_file() {
+    let logs = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now();
+    let mut text = String::new();
+    for i in 0..5u64 {
+        let at = humantime::format_rfc3339_millis(now - Duration::from_secs(60 * (5 - i)));
+        text.push_str(&format!("{at} ERROR payment {i} failed: password=hunter2-{i}\n"));
+    }
+    std::fs::write(logs.path().join("payments.log"), text).unwrap();
+    let extra = format!(
+        "[alerts.sources.generic]\nauth = \"none\"\n[[alerts.routes]]\nchats = [\"feishu:oc_ops\"]\n\
+         [logs.services.payments]\nsource = \"files\"\npaths = [\"{}/*.log\"]\nlabels = {{ service = \"payments\" }}\n",
+        logs.path().display()
+    );
+    let s = setup_with(Secrets::EncryptKeyAndToken, &extra).await;
+    let body = r#"{"alerts":[{"labels":{"alertname":"HighErrorRate","service":"payments","severity":"warning"}}]}"#;
+    let url = format!("http://{}/hooks/generic", s.addr);
+    assert_eq!(reqwest::Client::new().post(url).body(body).send().await.unwrap().status(), 200);
+    let card_with = |needle: &'static str| {
+        let calls = s.fake.calls();
+        calls.into_iter().find(|c| c.msg_type == "interactive" && c.content.contains(needle))
+    };
+    wait_until("the alert card", || async { card_with("HighErrorRate").is_some() }).await;
+    let alert = card_with("HighErrorRate").unwrap();
+    let logs_button = find_button(&alert.card(), "Logs").expect("a Logs button on the alert card");
+    let click = card_click("ev-logs", "oc_ops", &alert.message_id, "ou_alice", &logs_button);
+    assert_eq!(s.feishu.post(&click, Signing::Valid).await.0, 200);
+    wait_until("the logs card", || async { card_with("payment 4 failed").is_some() }).await;
+    let page = card_with("payment 4 failed").unwrap();
+    assert!(page.content.contains("password=***") && !page.content.contains("hunter2"), "{}", page.content);
+
+    let download = find_button(&page.card(), "Download").expect("a Download button");
+    let click = card_click("ev-download", "oc_ops", &page.message_id, "ou_alice", &download);
+    assert_eq!(s.feishu.post(&click, Signing::Valid).await.0, 200);
+    wait_until("the file message", || async { s.fake.calls().iter().any(|c| c.msg_type == "file") }).await;
+    let file_message = s.fake.calls().into_iter().find(|c| c.msg_type == "file").unwrap();
+    let key: Value = serde_json::from_str(&file_message.content).unwrap();
+    let (name, bytes) = s.fake.file(key["file_key"].as_str().unwrap()).expect("the file was uploaded first");
+    assert!(name.starts_with("payments-logs-") && name.ends_with(".txt"), "{name}");
+    let file = String::from_utf8(bytes).unwrap();
+    assert!(file.find("payment 0 failed").unwrap() < file.find("payment 4 failed").unwrap(), "{file}");
+    assert!(!file.contains("hunter2"), "{file}");
+    assert!(s.bot.terminate().await.success());
+}
+
+/// The callback token of the button labelled `label`.
+fn find_button(value: &Value, label: &str) -> Option<String> {
+    match value {
+        Value::Object(map) => {
+            if map.get("tag").and_then(Value::as_str) == Some("button")
+                && value.pointer("/text/content").and_then(Value::as_str) == Some(label)
+            {
+                return value.pointer("/behaviors/0/value/t").and_then(Value::as_str).map(str::to_owned);
+            }
+            map.values().find_map(|v| find_button(v, label))
+        }
+        Value::Array(items) => items.iter().find_map(|v| find_button(v, label)),
+        _ => None,
+    }
+}
+
 fn find_button_token(value: &Value) -> Option<String> {
     match value {
         Value::Object(map) => {

@@ -129,3 +129,51 @@ async fn opsclaw_chat_reads_the_demo_apps_logs() {
     assert!(connect.contains("postgres://demo:***@db.local") && !connect.contains("s3cr3t"), "{connect}");
     bot.terminate().await;
 }
+
+#[tokio::test]
+async fn telegram_gets_the_download_as_a_document() {
+    use super::fake_telegram::{FakeTelegram, TOKEN};
+    use super::harness::wait_until;
+    const OPS: i64 = -1004444444444;
+    const ALICE: i64 = 6001;
+    let dir = tempfile::tempdir().unwrap();
+    write_log(&dir.path().join("logs"), 4);
+    let fake = FakeTelegram::start().await;
+    let config = format!(
+        "data_dir = \"data\"\n[telegram]\napi_url = \"{}\"\ntoken_env = \"TELEGRAM_BOT_TOKEN\"\npoll_timeout = \"2s\"\n\
+         [access]\nallowed_chats = [\"telegram:*\"]\n\
+         [[principals]]\nname = \"alice\"\nroles = [\"responder\"]\nids = [\"telegram:{ALICE}\"]\n\
+         [logs.services.payments]\nsource = \"files\"\npaths = [\"{}/logs/*.log\"]\nrole = \"responder\"\n",
+        fake.url(),
+        dir.path().display()
+    );
+    let path = write_config(dir.path(), &config);
+    let mut bot =
+        Proc::spawn_with_env(&["run", "--config", path.to_str().unwrap()], dir.path(), &[("TELEGRAM_BOT_TOKEN", TOKEN)]);
+    bot.expect_stderr("opsclaw ready").await;
+    let chat = FakeTelegram::group_chat(OPS, "ops", true, false);
+    let alice = FakeTelegram::user(ALICE, "Alice", Some("alice"));
+    fake.push("message", FakeTelegram::text_message(1, chat, alice.clone(), "/logs payments failed --since 1h", None));
+    wait_until("the logs card", || async { fake.sent(OPS).iter().any(|s| s.text.contains("payment 3 failed")) }).await;
+    let card = fake.sent(OPS).into_iter().find(|s| s.text.contains("payment 3 failed")).unwrap();
+    assert!(card.text.contains("token=***") && !card.text.contains("SECRETVALUE"), "{}", card.text);
+    let keyboard = card.reply_markup.clone().expect("the card has buttons");
+    let download = keyboard["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .find(|b| b["text"] == "Download")
+        .and_then(|b| b["callback_data"].as_str().map(str::to_owned))
+        .expect("a Download button");
+    let message = fake.sent_message_json(OPS, card.message_id);
+    fake.push("callback_query", FakeTelegram::callback_query("cb1", alice, message, &download));
+    wait_until("the document", || async { fake.sent(OPS).iter().any(|s| s.document.is_some()) }).await;
+    let sent = fake.sent(OPS).into_iter().find(|s| s.document.is_some()).unwrap();
+    let (name, bytes) = sent.document.unwrap();
+    assert!(name.starts_with("payments-logs-"), "{name}");
+    assert!(sent.text.starts_with("payments: 4 lines"), "the caption: {}", sent.text);
+    let file = String::from_utf8(bytes).unwrap();
+    assert!(file.contains("payment 0 failed") && file.contains("payment 3 failed") && !file.contains("SECRETVALUE"));
+    bot.terminate().await;
+}

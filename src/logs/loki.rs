@@ -63,10 +63,10 @@ impl Loki {
                 status_error(status, reason)
             });
         }
-        let mut entries = entries(&body, self.level_labels())?;
+        let mut entries = entries(&body, &self.level_labels())?;
         // Loki's limit is over all streams, but each stream comes in its own
         // order: the merge is by time across them.
-        entries.sort_by(|a, b| b.ns.cmp(&a.ns));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.ns));
         let truncated = entries.len() > search.limit || (asked <= search.limit && entries.len() >= asked);
         entries.truncate(search.limit);
         let lines = entries.into_iter().map(Entry::into_line).collect();
@@ -184,7 +184,7 @@ impl Entry {
 }
 
 /// Every line of a `streams` answer, in the order given.
-fn entries(body: &[u8], level_labels: Vec<&str>) -> Result<Vec<Entry>, LogError> {
+fn entries(body: &[u8], level_labels: &[&str]) -> Result<Vec<Entry>, LogError> {
     let response: QueryResponse =
         serde_json::from_slice(body).map_err(|e| LogError::Garbage(format!("not a Loki answer: {e}")))?;
     if response.status != "success" {
@@ -201,7 +201,7 @@ fn entries(body: &[u8], level_labels: Vec<&str>) -> Result<Vec<Entry>, LogError>
         let stream_level = level_labels.iter().find_map(|l| stream.stream.get(*l)).and_then(|v| level_named(v));
         for value in stream.values {
             let (ns, text, metadata) = value_parts(&value)?;
-            let level = stream_level.or_else(|| metadata.and_then(|m| metadata_level(m, &level_labels)));
+            let level = stream_level.or_else(|| metadata.and_then(|m| metadata_level(m, level_labels)));
             entries.push(Entry { ns, text: text.to_owned(), level, origin: origin.clone() });
         }
     }
@@ -393,7 +393,7 @@ mod tests {
             ] },
             "stats": {},
         });
-        let entries = entries(body.to_string().as_bytes(), vec!["level"]).unwrap();
+        let entries = entries(body.to_string().as_bytes(), &["level"]).unwrap();
         let got: Vec<_> = entries.into_iter().map(Entry::into_line).collect();
         assert_eq!(got[0].origin.as_deref(), Some(r#"{app="api", level="warn", pod="b"}"#));
         assert_eq!(got[0].level, Some(Level::Warn));
@@ -410,7 +410,7 @@ mod tests {
             r#"{"status":"success","data":{"resultType":"streams","result":[{"stream":{},"values":[["x","y"]]}]}}"#,
             r#"{"status":"success","data":{"resultType":"streams","result":[{"stream":{},"values":[["1"]]}]}}"#,
         ] {
-            assert!(matches!(entries(body.as_bytes(), vec![]), Err(LogError::Garbage(_))), "{body}");
+            assert!(matches!(entries(body.as_bytes(), &[]), Err(LogError::Garbage(_))), "{body}");
         }
     }
 

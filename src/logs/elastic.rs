@@ -14,6 +14,7 @@ use super::config::ElasticConfig;
 use super::loki::{exchange, first_line, level_named, names_at_and_above, status_error};
 use super::{Found, Level, LogError, LogLine, LogSource, Search, line};
 
+/// A service whose logs are documents in Elasticsearch or OpenSearch indices.
 pub struct Elastic {
     config: ElasticConfig,
     timeout: Duration,

@@ -24,6 +24,7 @@ const MAX_ENTRIES: usize = 5000;
 /// Largest answer read from a remote backend; a 5000-line page is far below.
 pub(super) const MAX_BODY: usize = 32 << 20;
 
+/// A service whose logs are in Loki, under the configured stream selector.
 pub struct Loki {
     config: LokiConfig,
     timeout: Duration,

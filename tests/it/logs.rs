@@ -177,3 +177,64 @@ async fn telegram_gets_the_download_as_a_document() {
     assert!(file.contains("payment 0 failed") && file.contains("payment 3 failed") && !file.contains("SECRETVALUE"));
     bot.terminate().await;
 }
+
+/// Now, in ms since the epoch.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
+async fn loki_and_elasticsearch_services_answer_through_the_chat() {
+    use super::fake_elastic::{FakeElastic, Mode as EsMode};
+    use super::fake_loki::{FakeLoki, Mode as LokiMode};
+    let loki = FakeLoki::start().await;
+    let es = FakeElastic::start().await;
+    let now = now_ms();
+    loki.push(&[("app", "api"), ("pod", "api-1")], now - 120_000, "level=error msg=\"db timeout\" password=p4ssw0rd-x");
+    loki.push(&[("app", "api"), ("pod", "api-2")], now - 60_000, "level=info msg=\"request served\"");
+    loki.push(&[("app", "web")], now - 30_000, "level=error msg=\"not this service\"");
+    loki.require_authorization(Some("Bearer loki-token-123"));
+    es.index("logs-2026", serde_json::json!({"@timestamp": now - 90_000, "message": "checkout failed: card declined", "service": "shop", "log": {"level": "error"}}));
+    es.index("logs-2026", serde_json::json!({"@timestamp": now - 80_000, "message": "checkout ok", "service": "shop", "log": {"level": "info"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"data\"\n[console]\nuser = \"you\"\n[access]\nallowed_chats = [\"console:*\"]\n\
+         [[principals]]\nname = \"you\"\nroles = [\"admin\"]\nids = [\"console:you\"]\n\
+         [logs.services.api]\nsource = \"loki\"\nurl = \"{}\"\nselector = '{{app=\"api\"}}'\nauth_env = \"LOKI_AUTH\"\ntimeout = \"2s\"\n\
+         [logs.services.shop]\nsource = \"elasticsearch\"\nurl = \"{}\"\nindex = \"logs-*\"\nlevel_field = \"log.level\"\nfilter = \"service:shop\"\n",
+        loki.url(),
+        es.url()
+    );
+    let path = write_config(dir.path(), &config);
+    let mut bot = Proc::spawn_with_env(
+        &["chat", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[("LOKI_AUTH", "Bearer loki-token-123")],
+    );
+    bot.send("/logs api --level error").await;
+    bot.expect("🪵 Logs of api · level ≥ error [red]").await;
+    let line = bot.expect("db timeout").await;
+    assert!(line.contains("password=***"), "{line}");
+    bot.expect("lines 1–1, newest first").await;
+    bot.send("/logs shop checkout").await;
+    bot.expect("🪵 Logs of shop · checkout [grey]").await;
+    bot.expect("checkout ok").await;
+    bot.expect("checkout failed: card declined").await;
+    bot.send("/logs shop \"unclosed").await;
+    bot.expect("a quote is opened but never closed").await;
+    bot.send("/logs shop checkout AND (").await;
+    bot.expect("The logs of shop refused the query: Failed to parse query").await;
+    es.set_mode(EsMode::Down);
+    bot.send("/logs shop").await;
+    bot.expect("Cannot reach the logs of shop").await;
+    loki.set_mode(LokiMode::Slow);
+    bot.send("/logs api").await;
+    bot.expect("The logs of api did not answer within 2s.").await;
+    loki.set_mode(LokiMode::Garbage);
+    bot.send("/logs api").await;
+    bot.expect("The logs of api answered something unexpected").await;
+    // Everything else keeps working.
+    bot.send("/ping").await;
+    bot.expect("pong").await;
+    bot.terminate().await;
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::config::ElasticConfig;
-use super::loki::{exchange, first_line, level_named, names_at_and_above, status_error};
+use super::remote::{exchange, first_line, status_error};
 use super::{Found, Level, LogError, LogLine, LogSource, Search, line};
 
 /// A service whose logs are documents in Elasticsearch or OpenSearch indices.
@@ -67,7 +67,12 @@ impl Elastic {
         let ts_ms = field(&source, &self.config.timestamp_field)
             .and_then(timestamp_ms)
             .or_else(|| hit.sort.first().and_then(Value::as_i64));
-        LogLine { ts_ms, level: level.and_then(level_named).or_else(|| line::level_of(&text)), text, origin: hit.index }
+        LogLine {
+            ts_ms,
+            level: level.and_then(Level::named).or_else(|| line::level_of(&text)),
+            text,
+            origin: hit.index,
+        }
     }
 
     fn failure(&self, status: StatusCode, body: &[u8]) -> LogError {
@@ -127,7 +132,7 @@ fn request_body(config: &ElasticConfig, search: &Search) -> Value {
 /// With a level field, its exact values (a keyword field's values are as
 /// written: `error`, `ERROR`, `Error`); without one, the level words in the message.
 fn level_filter(config: &ElasticConfig, level: Level) -> Value {
-    let names = names_at_and_above(level);
+    let names = level.names_at_and_above();
     match &config.level_field {
         Some(field) => {
             let values: Vec<String> =

@@ -3,8 +3,6 @@
 //! line filter regex, and the level as a label filter (or, without a level
 //! label, a line filter on the level words).
 //!
-//! The HTTP plumbing and the level names here are shared with the
-//! `elasticsearch` backend: both speak to a remote API the same way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,14 +13,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::config::LokiConfig;
+use super::remote::{exchange, first_line, status_error};
 use super::{Found, Level, LogError, LogLine, LogSource, Search, line};
 
 /// Loki's default `max_entries_limit_per_query`: asking for more is a 400,
 /// so a search for this many lines or more asks for exactly this many.
 const MAX_ENTRIES: usize = 5000;
-
-/// Largest answer read from a remote backend; a 5000-line page is far below.
-pub(super) const MAX_BODY: usize = 32 << 20;
 
 /// A service whose logs are in Loki, under the configured stream selector.
 pub struct Loki {
@@ -105,7 +101,7 @@ fn logql(selector: &str, pattern: Option<&str>, level: Option<Level>, level_labe
         query.push_str(&quote(&regex));
     }
     if let Some(level) = level {
-        let names = names_at_and_above(level).join("|");
+        let names = level.names_at_and_above().join("|");
         match level_label {
             // Label matchers are anchored, so the alternatives match whole values.
             Some(label) => query.push_str(&format!(" | {label}=~{}", quote(&format!("(?i)({names})")))),
@@ -199,7 +195,7 @@ fn entries(body: &[u8], level_labels: &[&str]) -> Result<Vec<Entry>, LogError> {
     let mut entries = Vec::new();
     for stream in data.result {
         let origin = render_labels(&stream.stream);
-        let stream_level = level_labels.iter().find_map(|l| stream.stream.get(*l)).and_then(|v| level_named(v));
+        let stream_level = level_labels.iter().find_map(|l| stream.stream.get(*l)).and_then(|v| Level::named(v));
         for value in stream.values {
             let (ns, text, metadata) = value_parts(&value)?;
             let level = stream_level.or_else(|| metadata.and_then(|m| metadata_level(m, level_labels)));
@@ -227,7 +223,7 @@ fn metadata_level(metadata: &Value, labels: &[&str]) -> Option<Level> {
         .iter()
         .filter_map(|group| metadata.get(group))
         .find_map(|group| labels.iter().find_map(|l| group.get(l)?.as_str()))
-        .and_then(level_named)
+        .and_then(Level::named)
 }
 
 /// `{app="api", pod="x"}`, in label order, values quoted as LogQL does.
@@ -235,93 +231,6 @@ fn render_labels(labels: &BTreeMap<String, String>) -> String {
     let pairs: Vec<String> =
         labels.iter().map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', r"\\").replace('"', "\\\""))).collect();
     format!("{{{}}}", pairs.join(", "))
-}
-
-// What both remote backends share.
-
-/// The names a level goes by in labels and fields, lower-case.
-pub(super) fn level_aliases(level: Level) -> &'static [&'static str] {
-    match level {
-        Level::Trace => &["trace"],
-        Level::Debug => &["debug"],
-        Level::Info => &["info", "information", "notice"],
-        Level::Warn => &["warn", "warning"],
-        Level::Error => &["error", "err"],
-        Level::Fatal => &["fatal", "critical", "crit", "panic", "emerg", "emergency", "alert"],
-    }
-}
-
-/// Every name of `level` and the levels more severe.
-pub(super) fn names_at_and_above(level: Level) -> Vec<&'static str> {
-    level.and_above().flat_map(level_aliases).copied().collect()
-}
-
-/// The level a label or field value names, in any case.
-pub(super) fn level_named(value: &str) -> Option<Level> {
-    let value = value.trim();
-    Level::ALL.into_iter().find(|l| level_aliases(*l).iter().any(|a| a.eq_ignore_ascii_case(value)))
-}
-
-/// Sends `request` and reads its answer: a success's whole body (at most
-/// [`MAX_BODY`]), or as much of a failure's as fits.
-pub(super) async fn exchange(
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-) -> Result<(StatusCode, Vec<u8>), LogError> {
-    let mut response = request.send().await.map_err(|e| transport_error(&e, timeout))?;
-    let status = response.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e, timeout))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            if status.is_success() {
-                return Err(LogError::Garbage(format!("the answer is larger than {} MiB", MAX_BODY >> 20)));
-            }
-            // A failure's reason is at its start.
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, body))
-}
-
-/// A failed exchange in a few words. reqwest's Display names the URL and
-/// hides the cause; the innermost cause says what happened, such as
-/// "Connection refused (os error 111)".
-fn transport_error(error: &reqwest::Error, timeout: Duration) -> LogError {
-    if error.is_timeout() {
-        return LogError::Timeout(timeout);
-    }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    if error.is_builder() {
-        return LogError::Unavailable(format!("cannot build the request: {cause}"));
-    }
-    let what = if error.is_connect() { "cannot connect" } else { "request failed" };
-    LogError::Unreachable(format!("{what}: {cause}"))
-}
-
-/// The first non-blank line of a body, trimmed, at most 300 characters.
-pub(super) fn first_line(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-    Some(line.chars().take(300).collect())
-}
-
-/// A failure status other than the backend-specific ones (400, and 404 for
-/// Elasticsearch), with the backend's reason when it gave one.
-pub(super) fn status_error(status: StatusCode, reason: Option<String>) -> LogError {
-    let said = |what: String| match &reason {
-        Some(r) => format!("{what}: {r}"),
-        None => what,
-    };
-    match status.as_u16() {
-        401 | 403 => LogError::Unauthorized(said(format!("HTTP {}", status.as_u16()))),
-        429 => LogError::Unreachable(said("rate limited (HTTP 429)".into())),
-        500..=599 => LogError::Unreachable(said(format!("HTTP {}", status.as_u16()))),
-        _ => LogError::Garbage(said(format!("unexpected HTTP {}", status.as_u16()))),
-    }
 }
 
 #[cfg(test)]
@@ -374,14 +283,6 @@ mod tests {
     }
 
     #[test]
-    fn level_names_and_aliases() {
-        assert_eq!(level_named("WARNING"), Some(Level::Warn));
-        assert_eq!(level_named(" crit "), Some(Level::Fatal));
-        assert_eq!(level_named("unknown"), None);
-        assert_eq!(names_at_and_above(Level::Warn)[..3], ["warn", "warning", "error"]);
-    }
-
-    #[test]
     fn streams_merge_with_levels_from_labels_or_metadata() {
         let body = serde_json::json!({
             "status": "success",
@@ -413,18 +314,5 @@ mod tests {
         ] {
             assert!(matches!(entries(body.as_bytes(), &[]), Err(LogError::Garbage(_))), "{body}");
         }
-    }
-
-    #[test]
-    fn statuses_map_to_errors() {
-        assert!(matches!(status_error(StatusCode::FORBIDDEN, None), LogError::Unauthorized(_)));
-        assert!(
-            matches!(status_error(StatusCode::TOO_MANY_REQUESTS, None), LogError::Unreachable(m) if m.contains("rate limited"))
-        );
-        assert!(
-            matches!(status_error(StatusCode::BAD_GATEWAY, Some("x".into())), LogError::Unreachable(m) if m == "HTTP 502: x")
-        );
-        assert!(matches!(status_error(StatusCode::NOT_FOUND, None), LogError::Garbage(_)));
-        assert_eq!(first_line(b"\n  parse error at line 1  \nmore"), Some("parse error at line 1".into()));
     }
 }

@@ -17,6 +17,7 @@ pub mod journald;
 pub mod line;
 pub mod loki;
 pub mod range;
+mod remote;
 pub mod service;
 
 use std::time::Duration;
@@ -58,6 +59,29 @@ impl Level {
     /// This level and every more severe one.
     pub fn and_above(self) -> impl Iterator<Item = Level> {
         Self::ALL.into_iter().filter(move |l| *l >= self)
+    }
+
+    /// The names a level goes by in labels and fields, lower-case.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Level::Trace => &["trace"],
+            Level::Debug => &["debug"],
+            Level::Info => &["info", "information", "notice"],
+            Level::Warn => &["warn", "warning"],
+            Level::Error => &["error", "err"],
+            Level::Fatal => &["fatal", "critical", "crit", "panic", "emerg", "emergency", "alert"],
+        }
+    }
+
+    /// Every name of `level` and the levels more severe.
+    pub fn names_at_and_above(self) -> Vec<&'static str> {
+        self.and_above().flat_map(Level::aliases).copied().collect()
+    }
+
+    /// The level a label or field value names, in any case.
+    pub fn named(value: &str) -> Option<Level> {
+        let value = value.trim();
+        Level::ALL.into_iter().find(|l| l.aliases().iter().any(|a| a.eq_ignore_ascii_case(value)))
     }
 }
 
@@ -137,4 +161,17 @@ pub trait LogSource: Send + Sync + 'static {
 
     /// The newest lines matching `search`, within the backend's timeout.
     async fn search(&self, search: &Search) -> Result<Found, LogError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_names_and_aliases() {
+        assert_eq!(Level::named("WARNING"), Some(Level::Warn));
+        assert_eq!(Level::named(" crit "), Some(Level::Fatal));
+        assert_eq!(Level::named("unknown"), None);
+        assert_eq!(Level::Warn.names_at_and_above()[..3], ["warn", "warning", "error"]);
+    }
 }

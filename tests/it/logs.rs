@@ -148,8 +148,11 @@ async fn telegram_gets_the_download_as_a_document() {
         dir.path().display()
     );
     let path = write_config(dir.path(), &config);
-    let mut bot =
-        Proc::spawn_with_env(&["run", "--config", path.to_str().unwrap()], dir.path(), &[("TELEGRAM_BOT_TOKEN", TOKEN)]);
+    let mut bot = Proc::spawn_with_env(
+        &["run", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[("TELEGRAM_BOT_TOKEN", TOKEN)],
+    );
     bot.expect_stderr("opsclaw ready").await;
     let chat = FakeTelegram::group_chat(OPS, "ops", true, false);
     let alice = FakeTelegram::user(ALICE, "Alice", Some("alice"));

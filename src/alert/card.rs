@@ -43,16 +43,24 @@ impl ButtonRoles {
     }
 }
 
+/// What a group's card points to besides the group itself.
+pub struct Links<'a> {
+    /// The runbook found for it ([`runbook_query`]).
+    pub runbook: Option<&'a Hit>,
+    /// The Logs button of its service ([`logs_button`]).
+    pub logs: Option<Grant>,
+}
+
 pub fn render(
     cards: &CardSet,
     locale: Locale,
     group: &GroupView,
     alerts: &[AlertView],
     roles: &ButtonRoles,
-    runbook: Option<&Hit>,
-    logs: Option<Grant>,
+    links: Links<'_>,
     now_ms: i64,
 ) -> Result<CardDraft, CardTemplateError> {
+    let Links { runbook, logs } = links;
     let silenced = group.silenced_at(now_ms);
     let mut grants: Vec<(&str, Grant)> = Vec::new();
     if let Some(logs) = logs {

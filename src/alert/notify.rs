@@ -207,9 +207,8 @@ impl Notifier {
                 }
             }
             let locale = self.locales.for_chat(&chat);
-            let logs = card::logs_button(&self.logs, group, &alerts);
-            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, runbook.as_ref(), logs, now)
-            {
+            let links = card::Links { runbook: runbook.as_ref(), logs: card::logs_button(&self.logs, group, &alerts) };
+            let card = match card::render(&self.cards, locale, group, &alerts, &self.roles, links, now) {
                 Ok(card) => card,
                 Err(e) => {
                     tracing::error!(group = group.id, error = %e, "rendering an alert card failed");

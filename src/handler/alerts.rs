@@ -224,8 +224,8 @@ async fn list(ctx: &Ctx<'_>) -> Result<Vec<Reply>, HandlerError> {
         let alerts = bot.store.group_alerts(group.id, shown).await?;
         let (url, names, text) = card::runbook_query(group, &alerts);
         let runbook = bot.kb.runbook(url, names, text).await;
-        let logs = card::logs_button(&bot.logs, group, &alerts);
-        let card = card::render(&bot.cards, ctx.locale, group, &alerts, &roles, runbook.as_ref(), logs, now)?;
+        let links = card::Links { runbook: runbook.as_ref(), logs: card::logs_button(&bot.logs, group, &alerts) };
+        let card = card::render(&bot.cards, ctx.locale, group, &alerts, &roles, links, now)?;
         // The same key as the routed card: later changes update this copy too.
         replies.push(Reply::card(ctx.event, card::key(group.id), card, CardMode::New));
     }
@@ -279,8 +279,8 @@ async fn show(ctx: &Ctx<'_>, id: i64) -> Result<Vec<Reply>, HandlerError> {
     let (url, names, text) = card::runbook_query(&group, &alerts);
     let runbook = bot.kb.runbook(url, names, text).await;
     let now = bot.clock.now_ms();
-    let logs = card::logs_button(&bot.logs, &group, &alerts);
-    let card = card::render(&bot.cards, ctx.locale, &group, &alerts, &button_roles(ctx), runbook.as_ref(), logs, now)?;
+    let links = card::Links { runbook: runbook.as_ref(), logs: card::logs_button(&bot.logs, &group, &alerts) };
+    let card = card::render(&bot.cards, ctx.locale, &group, &alerts, &button_roles(ctx), links, now)?;
     let history = bot.store.alert_history(id, HISTORY).await?;
     let entries: Vec<_> = history
         .iter()

@@ -589,7 +589,7 @@ impl QueryParser {
         loop {
             if self.keyword("OR") {
                 self.at += 1;
-            } else if !(self.clause_follows() && !self.default_and) {
+            } else if !self.clause_follows() || self.default_and {
                 return Ok(left);
             }
             left = Expr::Or(Box::new(left), Box::new(self.and()?));

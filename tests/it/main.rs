@@ -21,6 +21,7 @@ mod feishu_ws;
 mod harness;
 mod http;
 mod kb;
+mod logs_files;
 mod ops;
 mod outbox;
 mod run_store;

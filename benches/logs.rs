@@ -55,8 +55,16 @@ impl Rng {
     }
 }
 
-const PATHS: [&str; 8] =
-    ["/api/v1/orders", "/api/v1/users", "/api/v2/payments", "/healthz", "/api/v1/cart", "/static/app.js", "/login", "/api/v2/search"];
+const PATHS: [&str; 8] = [
+    "/api/v1/orders",
+    "/api/v1/users",
+    "/api/v2/payments",
+    "/healthz",
+    "/api/v1/cart",
+    "/static/app.js",
+    "/login",
+    "/api/v2/search",
+];
 const SERVICES: [&str; 5] = ["postgres", "redis", "kafka", "billing", "inventory"];
 
 /// One line at `ms` (second prefix cached in `second`).
@@ -90,7 +98,13 @@ fn line(out: &mut Vec<u8>, rng: &mut Rng, ms: i64, second: &mut (i64, String), m
             rng.below(64),
             64
         ),
-        4 => write!(out, "cache {} for key session:{:08x} ttl={}s", ["hit", "miss"][rng.below(2) as usize], rng.next() as u32, rng.below(3600)),
+        4 => write!(
+            out,
+            "cache {} for key session:{:08x} ttl={}s",
+            ["hit", "miss"][rng.below(2) as usize],
+            rng.next() as u32,
+            rng.below(3600)
+        ),
         _ => write!(out, "job {} finished: {} items, {} retries", rng.below(10_000), rng.below(5000), rng.below(4)),
     };
     if marker {
@@ -117,10 +131,12 @@ fn generate(dir: &Path, mib: u64) -> Vec<PathBuf> {
         // Spread the file's lines over its day.
         let lines_estimate = per_file / 120;
         let step = (DAY_MS / lines_estimate as i64).max(1);
-        let mut marks: Vec<u64> = markers.iter().filter(|m| m.0 == age).map(|m| (m.1 * per_file as f64) as u64).collect();
+        let mut marks: Vec<u64> =
+            markers.iter().filter(|m| m.0 == age).map(|m| (m.1 * per_file as f64) as u64).collect();
         marks.sort();
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
-        let (mut written, mut ms, mut second, mut buf) = (0u64, day_start, (-1, String::new()), Vec::with_capacity(256));
+        let (mut written, mut ms, mut second, mut buf) =
+            (0u64, day_start, (-1, String::new()), Vec::with_capacity(256));
         while written < per_file {
             let marker = marks.first().is_some_and(|&m| written >= m);
             if marker {

@@ -649,11 +649,8 @@ fn glob_paths(glob: &str, out: &mut Vec<PathBuf>) -> Result<(), String> {
     };
     let rest = &parts[first_meta..];
     let depth = (!rest.iter().any(|p| p.contains("**"))).then_some(rest.len());
-    let matcher = globset::GlobBuilder::new(glob)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| e.to_string())?
-        .compile_matcher();
+    let matcher =
+        globset::GlobBuilder::new(glob).literal_separator(true).build().map_err(|e| e.to_string())?.compile_matcher();
     walk(&base, depth, &matcher, out);
     Ok(())
 }
@@ -727,8 +724,9 @@ mod tests {
     #[test]
     fn lines_across_chunk_boundaries_are_whole_and_in_order() {
         // Lines of varied length, some longer than a chunk.
-        let lines: Vec<String> =
-            (0..300).map(|i| format!("line {i:03} {}", "x".repeat((i * 7) % 23 + if i % 50 == 0 { 40 } else { 0 }))).collect();
+        let lines: Vec<String> = (0..300)
+            .map(|i| format!("line {i:03} {}", "x".repeat((i * 7) % 23 + if i % 50 == 0 { 40 } else { 0 })))
+            .collect();
         let content = lines.join("\n") + "\n";
         for (first, max) in [(1, 1), (5, 16), (16, 16), (64, 1024), (1 << 20, 1 << 20)] {
             let j = job(all(1000), Chunks { first, max });
@@ -745,7 +743,15 @@ mod tests {
     fn stops_after_limit_plus_one_and_at_the_range_start() {
         let content: String = (0..100).map(|i| format!("2026-12-02T03:04:{:02}Z INFO n{i}\n", i % 60)).collect();
         let j = job(all(3), Chunks { first: 64, max: 64 });
-        assert_eq!(texts(&plain(&j, &content)), ["2026-12-02T03:04:39Z INFO n99", "2026-12-02T03:04:38Z INFO n98", "2026-12-02T03:04:37Z INFO n97", "2026-12-02T03:04:36Z INFO n96"]);
+        assert_eq!(
+            texts(&plain(&j, &content)),
+            [
+                "2026-12-02T03:04:39Z INFO n99",
+                "2026-12-02T03:04:38Z INFO n98",
+                "2026-12-02T03:04:37Z INFO n97",
+                "2026-12-02T03:04:36Z INFO n96"
+            ]
+        );
         let t = |s: u32| 1_796_180_640_000 + i64::from(s) * 1000;
         let mut s = all(100);
         (s.from_ms, s.to_ms) = (t(30), t(33));

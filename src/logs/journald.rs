@@ -226,7 +226,8 @@ impl Entry {
         if ts_ms < search.from_ms || ts_ms > search.to_ms {
             return None;
         }
-        let level = self.priority.as_ref().and_then(Field::text).and_then(|p| p.parse().ok()).and_then(level_of_priority);
+        let level =
+            self.priority.as_ref().and_then(Field::text).and_then(|p| p.parse().ok()).and_then(level_of_priority);
         if !level_passes(level, search.level) {
             return None;
         }
@@ -297,8 +298,12 @@ mod tests {
             }
         );
         // Bytes for a message that is not printable UTF-8; the identifier when no unit.
-        let l = line(r#"{"MESSAGE":[104,105,0,255],"__REALTIME_TIMESTAMP":"1500000000","SYSLOG_IDENTIFIER":"kernel"}"#, &s, None)
-            .unwrap();
+        let l = line(
+            r#"{"MESSAGE":[104,105,0,255],"__REALTIME_TIMESTAMP":"1500000000","SYSLOG_IDENTIFIER":"kernel"}"#,
+            &s,
+            None,
+        )
+        .unwrap();
         assert_eq!((l.text.as_str(), l.origin.as_deref(), l.level), ("hi\0\u{fffd}", Some("kernel"), None));
         // A field given twice: the first.
         let l = line(r#"{"MESSAGE":["one","two"],"__REALTIME_TIMESTAMP":"1500000000"}"#, &s, None).unwrap();

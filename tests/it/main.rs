@@ -25,6 +25,7 @@ mod http;
 mod kb;
 mod logs;
 mod logs_elastic;
+mod logs_files;
 mod logs_loki;
 mod ops;
 mod outbox;

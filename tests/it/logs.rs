@@ -120,7 +120,6 @@ async fn opsclaw_chat_reads_the_demo_apps_logs() {
     bot.send("/deploy demo 1.2.0").await;
     bot.expect("[1] Run  [2] Cancel").await;
     bot.send("1").await;
-    bot.expect("demo 1.2.0 is live in local").await;
     bot.expect("— succeeded [green]").await;
     bot.send("/logs demo").await;
     bot.expect("🪵 Logs of demo [grey]").await;

@@ -99,31 +99,11 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Smart case, as ripgrep's `-S`: a pattern with no upper-case letter
-/// ignores case. Escapes (`\S`, `\W`, `\p{Lu}`) are not letters of the text.
-pub(super) fn ignores_case(pattern: &str) -> bool {
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some('p' | 'P') = chars.next()
-                    && chars.clone().next() == Some('{')
-                {
-                    chars.by_ref().find(|&c| c == '}');
-                }
-            }
-            c if c.is_uppercase() => return false,
-            _ => {}
-        }
-    }
-    true
-}
-
 /// The user's pattern for the searcher; `None` (or blank): every line.
 fn matcher(pattern: Option<&str>) -> Result<Option<RegexMatcher>, LogError> {
     let Some(pattern) = pattern.filter(|p| !p.is_empty()) else { return Ok(None) };
     RegexMatcherBuilder::new()
-        .case_insensitive(ignores_case(pattern))
+        .case_insensitive(super::ignores_case(pattern))
         // Lets the searcher look for candidates across many lines at once.
         .line_terminator(Some(b'\n'))
         .build(pattern)
@@ -702,12 +682,12 @@ mod tests {
 
     #[test]
     fn smart_case() {
-        assert!(ignores_case("timeout"));
-        assert!(ignores_case(r"conn\S+ refused\W"));
-        assert!(ignores_case(r"\p{Lu}x"));
-        assert!(!ignores_case("Timeout"));
-        assert!(!ignores_case(r"\p{L}X"));
-        assert!(!ignores_case("ÉCHEC"));
+        assert!(super::super::ignores_case("timeout"));
+        assert!(super::super::ignores_case(r"conn\S+ refused\W"));
+        assert!(super::super::ignores_case(r"\p{Lu}x"));
+        assert!(!super::super::ignores_case("Timeout"));
+        assert!(!super::super::ignores_case(r"\p{L}X"));
+        assert!(!super::super::ignores_case("ÉCHEC"));
         let m = matcher(Some("timeout")).unwrap().unwrap();
         let found = grep_chunk(&mut searcher(), &m, b"a TIMEOUT\nb\nc timeout\n").unwrap();
         assert_eq!(found.len(), 2);

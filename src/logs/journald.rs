@@ -13,7 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use super::config::JournaldConfig;
-use super::files::{capped, ignores_case, level_passes};
+use super::files::{capped, level_passes};
+use super::ignores_case;
 use super::{Found, Level, LogError, LogLine, LogSource, Search};
 
 /// The last second journalctl parses (9999-12-31T23:59:59Z).

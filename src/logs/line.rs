@@ -66,22 +66,7 @@ pub fn timestamp_of(text: &str, tz: &TimeZone, now_ms: i64) -> Option<i64> {
 
 /// A level's name in any case (`error`, `ERR`, `Warning`, `notice`…).
 fn level_name(word: &[u8]) -> Option<Level> {
-    let mut buf = [0u8; 12];
-    if word.is_empty() || word.len() > buf.len() {
-        return None;
-    }
-    for (d, s) in buf.iter_mut().zip(word) {
-        *d = s.to_ascii_lowercase();
-    }
-    Some(match &buf[..word.len()] {
-        b"trace" => Level::Trace,
-        b"debug" => Level::Debug,
-        b"info" | b"information" | b"informational" | b"notice" => Level::Info,
-        b"warn" | b"warning" => Level::Warn,
-        b"error" | b"err" | b"severe" => Level::Error,
-        b"fatal" | b"critical" | b"crit" | b"panic" | b"emerg" | b"emergency" | b"alert" => Level::Fatal,
-        _ => return None,
-    })
+    std::str::from_utf8(word).ok().and_then(Level::named)
 }
 
 /// pino / bunyan numeric levels.

@@ -96,7 +96,7 @@ impl LogSource for Loki {
 fn logql(selector: &str, pattern: Option<&str>, level: Option<Level>, level_label: Option<&str>) -> String {
     let mut query = selector.trim().to_owned();
     if let Some(pattern) = pattern.filter(|p| !p.trim().is_empty()) {
-        let regex = if pattern.chars().any(char::is_uppercase) { pattern.to_owned() } else { format!("(?i){pattern}") };
+        let regex = if super::ignores_case(pattern) { format!("(?i){pattern}") } else { pattern.to_owned() };
         query.push_str(" |~ ");
         query.push_str(&quote(&regex));
     }
@@ -253,7 +253,7 @@ mod tests {
     fn level_with_a_label_is_an_anchored_label_filter() {
         assert_eq!(
             logql(r#"{app="api"}"#, Some("db"), Some(Level::Error), Some("level")),
-            r#"{app="api"} |~ `(?i)db` | level=~`(?i)(error|err|fatal|critical|crit|panic|emerg|emergency|alert)`"#
+            r#"{app="api"} |~ `(?i)db` | level=~`(?i)(error|err|severe|fatal|critical|crit|panic|emerg|emergency|alert)`"#
         );
     }
 

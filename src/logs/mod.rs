@@ -66,9 +66,9 @@ impl Level {
         match self {
             Level::Trace => &["trace"],
             Level::Debug => &["debug"],
-            Level::Info => &["info", "information", "notice"],
+            Level::Info => &["info", "information", "informational", "notice"],
             Level::Warn => &["warn", "warning"],
-            Level::Error => &["error", "err"],
+            Level::Error => &["error", "err", "severe"],
             Level::Fatal => &["fatal", "critical", "crit", "panic", "emerg", "emergency", "alert"],
         }
     }
@@ -161,6 +161,26 @@ pub trait LogSource: Send + Sync + 'static {
 
     /// The newest lines matching `search`, within the backend's timeout.
     async fn search(&self, search: &Search) -> Result<Found, LogError>;
+}
+
+/// Smart case, as ripgrep's `-S`: a pattern with no upper-case letter
+/// ignores case. Escapes (`\S`, `\W`, `\p{Lu}`) are not letters of the text.
+pub fn ignores_case(pattern: &str) -> bool {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some('p' | 'P') = chars.next()
+                    && chars.clone().next() == Some('{')
+                {
+                    chars.by_ref().find(|&c| c == '}');
+                }
+            }
+            c if c.is_uppercase() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ fn line(out: &mut Vec<u8>, rng: &mut Rng, ms: i64, second: &mut (i64, String), m
     };
     let _ = write!(out, "{}.{:03}Z {level} [worker-{}] ", second.1, ms % 1000, rng.below(16));
     let _ = match rng.below(6) {
-        0 | 1 | 2 => write!(
+        0..=2 => write!(
             out,
             "GET {} status={} latency={}ms user=u{} req={:016x}",
             PATHS[rng.below(8) as usize],
@@ -174,7 +174,8 @@ async fn main() {
     let search = |pattern: &str, limit: usize| Search {
         pattern: Some(pattern.into()),
         from_ms: START_MS - 1,
-        to_ms: START_MS + FILES as i64 * DAY_MS,
+        // A day past the newest file's: its last lines run a little past its day.
+        to_ms: START_MS + (FILES as i64 + 1) * DAY_MS,
         level: None,
         limit,
     };

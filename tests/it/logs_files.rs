@@ -218,7 +218,7 @@ async fn bad_patterns_and_missing_files() {
     assert_eq!(reqs(&found), [2500]);
     assert_eq!(found.notes, [format!("{nothing}: no file matches"), format!("{elsewhere}: no file matches")]);
 
-    let logs = files(&[nothing.clone()], Duration::from_secs(10));
+    let logs = files(std::slice::from_ref(&nothing), Duration::from_secs(10));
     let found = logs.search(&all(10)).await.unwrap();
     assert!(found.lines.is_empty() && !found.truncated);
     assert_eq!(found.notes, [format!("{nothing}: no file matches")]);

@@ -248,10 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
         store.migrate().await.unwrap();
-        // Every pooled connection open before the clock stops, so none is opened while it is paused.
-        let warm = (0..4).map(|_| store.count_alerts());
-        futures_util::future::join_all(warm).await;
-        tokio::time::pause();
+        // Time moves for the escalator only (`Clock::shifted`): a paused tokio
+        // clock would also fire sqlx's acquire timeout while a query waits on
+        // SQLite's worker thread.
         let clock = Clock::new();
         let stop = CancellationToken::new();
         let (journal, _task) = Journal::spawn(store.clone(), clock, stop.clone());
@@ -289,7 +288,7 @@ mod tests {
             ("alice".to_owned(), vec![(PlatformKind::Telegram, "111".to_owned())]),
             ("bob".to_owned(), vec![(PlatformKind::Telegram, "222".to_owned())]),
         ]);
-        let escalator = Escalator {
+        let mut escalator = Escalator {
             store: store.clone(),
             journal: journal.clone(),
             outbox,
@@ -303,39 +302,44 @@ mod tests {
         journal.write(ingest("DiskFull")).await.unwrap();
 
         // Stands in for the notifier: the group's latest card is queued before each step.
-        let step = || async {
+        async fn step(store: &Store, journal: &Journal, escalator: &Escalator) -> Vec<(String, String)> {
             for group in store.dirty_alert_groups(10).await.unwrap() {
                 let version = store.alert_group(group).await.unwrap().unwrap().version;
                 let notified = Write::AlertNotified { group, version, deliveries: vec![], tokens: vec![] };
                 journal.write(notified).await.unwrap();
             }
             said(&escalator.tick().await.unwrap())
+        }
+        let mut elapsed = Duration::ZERO;
+        let mut advance = |escalator: &mut Escalator, by: Duration| {
+            elapsed += by;
+            escalator.clock = clock.shifted(elapsed);
         };
-        let first = step().await;
+        let first = step(&store, &journal, &escalator).await;
         assert_eq!(first.len(), 1);
         assert!(first[0].0.contains("#1 DiskFull is firing (critical)"), "{first:?}");
         assert_eq!(first[0].1, "alice=111");
-        assert!(step().await.is_empty(), "a step is taken once");
+        assert!(step(&store, &journal, &escalator).await.is_empty(), "a step is taken once");
 
-        tokio::time::advance(14 * MIN).await;
-        assert!(step().await.is_empty(), "not yet");
-        tokio::time::advance(MIN).await;
-        let second = step().await;
+        advance(&mut escalator, 14 * MIN);
+        assert!(step(&store, &journal, &escalator).await.is_empty(), "not yet");
+        advance(&mut escalator, MIN);
+        let second = step(&store, &journal, &escalator).await;
         assert!(second[0].0.contains("not acknowledged after 15m"), "{second:?}");
         assert_eq!(second[0].1, "alice=111");
-        tokio::time::advance(15 * MIN).await;
-        assert_eq!(step().await[0].1, "bob=222", "then the next person");
-        tokio::time::advance(600 * MIN).await;
-        assert!(step().await.is_empty(), "and nothing after the last step");
+        advance(&mut escalator, 15 * MIN);
+        assert_eq!(step(&store, &journal, &escalator).await[0].1, "bob=222", "then the next person");
+        advance(&mut escalator, 600 * MIN);
+        assert!(step(&store, &journal, &escalator).await.is_empty(), "and nothing after the last step");
         let card = store.alert_group(1).await.unwrap().unwrap();
         assert_eq!((card.escalation_level, card.escalated_to.as_deref()), (3, Some("bob")));
 
         // A second incident, acknowledged after the first mention: no escalation.
         journal.write(ingest("QueueStuck")).await.unwrap();
-        assert_eq!(step().await.len(), 1);
+        assert_eq!(step(&store, &journal, &escalator).await.len(), 1);
         journal.write(Write::Alert(AlertOp::Ack { group: 2, by: "alice".into() })).await.unwrap();
-        tokio::time::advance(60 * MIN).await;
-        assert!(step().await.is_empty(), "an ack stops escalation");
+        advance(&mut escalator, 60 * MIN);
+        assert!(step(&store, &journal, &escalator).await.is_empty(), "an ack stops escalation");
         stop.cancel();
     }
 }

@@ -14,7 +14,6 @@
 //! recorded.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -24,6 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
+
+use super::served::Served;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -58,15 +59,8 @@ struct Shared {
 }
 
 pub struct FakeElastic {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeElastic {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 impl FakeElastic {
@@ -79,15 +73,12 @@ impl FakeElastic {
             released: watch::Sender::new(false),
         });
         let app = Router::new().route("/{target}/_search", post(search)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("fake Elasticsearch serves") });
-        FakeElastic { addr, shared, server }
+        FakeElastic { served: Served::start(app, "fake Elasticsearch").await, shared }
     }
 
     /// The `url` to configure: `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.served.addr)
     }
 
     /// Adds a document to the index `name`, creating it.

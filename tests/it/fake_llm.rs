@@ -7,7 +7,6 @@
 //! `Retry-After`, or send garbage. Every request body is recorded.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -18,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+
+use super::served::Served;
 
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -51,15 +52,8 @@ struct Shared {
 }
 
 pub struct FakeLlm {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 impl FakeLlm {
@@ -67,15 +61,12 @@ impl FakeLlm {
         let shared =
             Arc::new(Shared { mode: Mutex::new(mode), requests: Mutex::new(Vec::new()), released: Semaphore::new(0) });
         let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("fake LLM serves") });
-        FakeLlm { addr, shared, server }
+        FakeLlm { served: Served::start(app, "fake LLM").await, shared }
     }
 
     /// The `base_url` to configure: `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.served.addr)
     }
 
     pub fn set_mode(&self, mode: Mode) {

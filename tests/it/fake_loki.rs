@@ -10,7 +10,6 @@
 //! otherwise). Every request is recorded.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -21,6 +20,8 @@ use axum::routing::get;
 use regex::Regex;
 use serde_json::json;
 use tokio::sync::watch;
+
+use super::served::Served;
 
 /// Loki's default `max_entries_limit_per_query`.
 const MAX_ENTRIES: usize = 5000;
@@ -68,15 +69,8 @@ struct Shared {
 }
 
 pub struct FakeLoki {
-    addr: SocketAddr,
+    served: Served,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeLoki {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 impl FakeLoki {
@@ -89,15 +83,12 @@ impl FakeLoki {
             released: watch::Sender::new(false),
         });
         let app = Router::new().route("/loki/api/v1/query_range", get(query_range)).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("fake Loki serves") });
-        FakeLoki { addr, shared, server }
+        FakeLoki { served: Served::start(app, "fake Loki").await, shared }
     }
 
     /// The `url` to configure: `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.served.addr)
     }
 
     /// Adds a line to the stream with these labels, at `ts_ms`.

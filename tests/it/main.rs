@@ -30,5 +30,6 @@ mod logs_loki;
 mod ops;
 mod outbox;
 mod run_store;
+mod served;
 mod store;
 mod telegram;

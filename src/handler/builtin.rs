@@ -121,7 +121,7 @@ fn command_value(ctx: &Ctx<'_>, spec: &CommandSpec) -> Value {
                 ArgKind::Flag => "flag".to_owned(),
             };
             context! {
-                name => a.name,
+                name => if a.option { format!("--{}", a.name) } else { a.name.clone() },
                 kind => kind,
                 required => a.required,
                 help => a.help.as_ref().map(|h| h.get(ctx.locale)),

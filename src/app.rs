@@ -122,6 +122,8 @@ pub struct Running {
     pub clock: Clock,
     runs: Arc<Runs>,
     kb: Arc<Knowledge>,
+    /// This process's claim on a SQLite database, held until it stops.
+    _instance: Option<crate::store::InstanceLock>,
     stop: CancellationToken,
     journal: Journal,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -136,6 +138,7 @@ pub async fn start(
     clock: Clock,
 ) -> anyhow::Result<Running> {
     let defs = load_definitions(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
+    let instance = crate::store::claim_instance(&config.database_url)?;
     let store = Store::connect(&config.database_url).await.context("opening the store")?;
     store.migrate().await.context("running migrations")?;
 
@@ -292,6 +295,7 @@ pub async fn start(
         clock,
         runs,
         kb,
+        _instance: instance,
         stop,
         journal,
         tasks,

@@ -463,6 +463,51 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
+/// Held while a process serves a SQLite database: an exclusive `flock` on
+/// the database file (SQLite's own locks are `fcntl` locks, which do not
+/// interact with it). SQLite has one writer by design, so a second opsclaw on
+/// the same file would double every reply and race the Telegram poller; it is
+/// refused at start instead. The kernel drops the lock with the process,
+/// however it ends, so a crash never leaves it behind.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+}
+
+/// Takes the [`InstanceLock`] of a SQLite `url`; `None` for PostgreSQL and
+/// in-memory databases, which need none.
+pub fn claim_instance(url: &str) -> Result<Option<InstanceLock>, StoreError> {
+    use std::os::fd::AsRawFd;
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let url = sqlite_url(url)?;
+    let rest = url.trim_start_matches("sqlite://");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path == ":memory:" {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Connect(format!("cannot open {path}: {e}")))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(StoreError::Connect(match error.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => format!(
+                "another opsclaw process is using {path}: a SQLite database serves one process; \
+                 stop the other one, or use PostgreSQL (store.url) to run several replicas"
+            ),
+            _ => format!("cannot lock {path}: {error}"),
+        }));
+    }
+    Ok(Some(InstanceLock { _file: file }))
+}
+
 /// Hides the password of a URL for messages and logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

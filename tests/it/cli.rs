@@ -66,3 +66,25 @@ fn migrate_creates_the_database() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.path().join("state/opsclaw.db").exists());
 }
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_database_refuses_to_start() {
+    use super::harness::{Proc, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(dir.path(), "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[kb]\nexample = false\n");
+    let args = ["run", "--config", config.to_str().unwrap()];
+    let mut first = Proc::spawn(&args, dir.path());
+    first.expect_stderr("opsclaw ready").await;
+
+    let second = Proc::spawn(&args, dir.path());
+    let stderr = second.refused_stderr().await;
+    assert!(stderr.contains("another opsclaw process is using"), "{stderr}");
+    assert!(stderr.contains("use PostgreSQL"), "{stderr}");
+
+    // The claim ends with its process, so the next start works.
+    assert!(first.terminate().await.success());
+    let mut again = Proc::spawn(&args, dir.path());
+    again.expect_stderr("opsclaw ready").await;
+    assert!(again.terminate().await.success());
+}

@@ -139,6 +139,21 @@ impl Proc {
         lines.join("\n")
     }
 
+    /// Waits for a process that should stop by itself (a refused start) and
+    /// returns its stderr with its exit status; panics if it succeeds.
+    pub async fn refused_stderr(mut self) -> String {
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("opsclaw stops by itself")
+            .expect("wait for opsclaw");
+        assert!(!status.success(), "opsclaw should have refused to start");
+        let mut lines = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            lines.push(line);
+        }
+        lines.join("\n")
+    }
+
     /// The address `opsclaw run` logged as its HTTP listener (JSON logs).
     pub async fn http_addr(&mut self) -> String {
         let line = self.expect_stderr("http listening").await;

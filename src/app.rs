@@ -102,6 +102,13 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `opsclaw backup OUT`: a consistent copy of the SQLite database at `out`.
+pub async fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url).await?;
+    store.backup(out).await?;
+    Ok(())
+}
+
 /// Where the console reads and writes; the binary passes stdin and stdout.
 pub struct ConsoleIo {
     pub input: Box<dyn tokio::io::AsyncRead + Send + Unpin>,

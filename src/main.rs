@@ -49,6 +49,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Copy the SQLite database, consistently, while the bot runs or not
+    /// (PostgreSQL: use pg_dump). Restore: stop opsclaw, put the copy in place.
+    Backup {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new file to write.
+        out: PathBuf,
+    },
     /// Build or search a knowledge base index of Markdown runbooks.
     Kb {
         #[command(subcommand)]
@@ -137,6 +145,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             init_logging(&config, "info");
             app::migrate(&config).await?;
             println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { config, out } => {
+            let config = load(&config)?;
+            init_logging(&config, "info");
+            app::backup(&config, &out).await?;
+            println!("backed up to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

@@ -369,6 +369,23 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of a SQLite database to `to` (`VACUUM INTO`:
+    /// one read transaction, so it is safe while the bot runs and writes).
+    /// PostgreSQL is backed up with `pg_dump`; this refuses it.
+    pub async fn backup(&self, to: &Path) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Connect(
+                "`opsclaw backup` copies SQLite databases; back PostgreSQL up with pg_dump".into(),
+            ));
+        }
+        if to.exists() {
+            return Err(StoreError::Connect(format!("{} exists; choose a new file", to.display())));
+        }
+        let target = to.to_str().ok_or_else(|| StoreError::Connect(format!("{} is not UTF-8", to.display())))?;
+        sqlx::query("VACUUM INTO $1").bind(target).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The saved position `name`, if any (see [`Write::Cursor`]).
     pub async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let row =

@@ -88,3 +88,32 @@ async fn a_second_process_on_the_same_sqlite_database_refuses_to_start() {
     again.expect_stderr("opsclaw ready").await;
     assert!(again.terminate().await.success());
 }
+
+#[tokio::test]
+async fn backup_copies_the_sqlite_database_while_the_bot_runs() {
+    use super::harness::{Proc, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        write_config(dir.path(), "data_dir = \"data\"\n[http]\nlisten = \"127.0.0.1:0\"\n[kb]\nexample = false\n");
+    let mut bot = Proc::spawn(&["run", "--config", config.to_str().unwrap()], dir.path());
+    bot.expect_stderr("opsclaw ready").await;
+
+    let out = dir.path().join("copy.db");
+    let backup = |out: &std::path::Path| {
+        Command::new(BIN)
+            .args(["backup", "--config", config.to_str().unwrap(), out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let done = backup(&out);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    // The copy is a whole database: it opens, and its schema is migrated.
+    let copy = opsclaw::store::Store::connect(&format!("sqlite://{}", out.display())).await.unwrap();
+    assert_eq!(copy.count_alerts().await.unwrap(), 0);
+    copy.migrate().await.expect("nothing left to migrate in the copy");
+    // An existing file is never overwritten.
+    let again = backup(&out);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists; choose a new file"));
+    assert!(bot.terminate().await.success());
+}

@@ -18,6 +18,20 @@ fn the_example_config_is_accepted() {
 }
 
 #[test]
+fn the_compose_config_is_accepted_with_its_environment() {
+    let compose = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose/config.toml");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&compose)
+        .env("OPSCLAW_DATABASE_URL", "postgres://opsclaw:pw@postgres:5432/opsclaw")
+        .env("TELEGRAM_BOT_TOKEN", "123:abc")
+        .env("OPSCLAW_ALERTMANAGER_HOOK_TOKEN", "hook-token")
+        .output()
+        .expect("run opsclaw");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn every_config_problem_is_listed_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

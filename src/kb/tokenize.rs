@@ -15,10 +15,10 @@ use tantivy::tokenizer::{
 /// The analyzer's name in the index's tokenizer manager.
 pub const NAME: &str = "opsclaw";
 
-/// jieba's dictionary without its rarest words (frequency under 5) and
-/// part-of-speech tags (`jieba-dict.NOTICE` says how it was made): 8 MB
-/// resident instead of the whole one's 33 MB, with the same retrieval on the
-/// Chinese questions of `cargo bench --bench kb` (BENCHMARKS.md).
+/// jieba's dictionary without its rare words (frequency under 30) and
+/// part-of-speech tags (`jieba-dict.NOTICE` says how it was made): about
+/// 5 MiB resident instead of the whole one's 33 MB, with the same retrieval
+/// on the Chinese questions of `cargo bench --bench kb` (BENCHMARKS.md).
 const DICTIONARY: &str = include_str!("jieba-dict.txt");
 
 /// Loaded on the first Han text the analyzer sees, which a knowledge base of

@@ -112,12 +112,8 @@ fn matcher(pattern: Option<&str>) -> Result<Option<RegexMatcher>, LogError> {
 }
 
 /// Cuts a line at [`MAX_LINE_CHARS`] characters, marking the cut with `…`.
-pub(super) fn capped(mut text: String) -> String {
-    if let Some((at, _)) = text.char_indices().nth(MAX_LINE_CHARS) {
-        text.truncate(at);
-        text.push('…');
-    }
-    text
+pub(super) fn capped(text: String) -> String {
+    super::cut(text, MAX_LINE_CHARS)
 }
 
 /// Chunk sizes for reading a plain file backwards.

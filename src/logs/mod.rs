@@ -183,6 +183,16 @@ pub fn ignores_case(pattern: &str) -> bool {
     true
 }
 
+/// `text` cut to `max` characters, with `…` where it was cut: for lines a
+/// backend keeps and lines a card shows.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ pub struct LogQuery {
 }
 
 /// Longest line on a card; the download has them whole (up to the backend's cut).
-pub const SHOWN_LINE_CHARS: usize = 300;
+const SHOWN_LINE_CHARS: usize = 300;
 /// Characters of lines on one card: Telegram's message limit is 4096, and the
 /// card has a title, a footer and buttons besides.
 const PAGE_CHARS: usize = 3000;
@@ -211,19 +211,11 @@ impl Logs {
 
     fn shown(&self, line: &LogLine, files: bool) -> String {
         let text = self.redactor.redact(&line.text);
-        let text = cut(&text, SHOWN_LINE_CHARS);
+        let text = super::cut(text.into_owned(), SHOWN_LINE_CHARS);
         // A file's line carries its own timestamp; other backends give it apart.
         match line.ts_ms {
             Some(ts) if !files => format!("{} {text}", crate::clock::format_ms(ts)),
             _ => text,
         }
-    }
-}
-
-/// `text` cut to `max` characters, with `…` where it was cut.
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
     }
 }

@@ -46,6 +46,7 @@ use crate::platform::telegram::webhook::{self as telegram_webhook, WebhookState}
 use crate::platform::telegram::{self, Telegram};
 use crate::platform::{ChannelState, Channels, ChatPlatform, Reader};
 use crate::policy::Policy;
+use crate::replica::Replica;
 use crate::router::RouterConfig;
 use crate::status::{Settle, Stats};
 use crate::store::Store;
@@ -129,8 +130,11 @@ pub struct Running {
     pub clock: Clock,
     runs: Arc<Runs>,
     kb: Arc<Knowledge>,
+    pub replica: Arc<Replica>,
     /// This process's claim on a SQLite database, held until it stops.
     _instance: Option<crate::store::InstanceLock>,
+    /// Fired when shutdown starts: this replica takes no work over from others any more.
+    draining: CancellationToken,
     stop: CancellationToken,
     journal: Journal,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
@@ -146,11 +150,16 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let defs = load_definitions(config).map_err(|problems| anyhow::anyhow!(problems.join("\n")))?;
     let instance = crate::store::claim_instance(&config.database_url)?;
-    let store = Store::connect(&config.database_url).await.context("opening the store")?;
+    let store =
+        Store::connect(&config.database_url).await.context("opening the store")?.with_lease(config.replicas.lease);
     store.migrate().await.context("running migrations")?;
+    let replica = Arc::new(
+        Replica::register(store.clone(), config.replicas.clone(), clock).await.context("registering this replica")?,
+    );
 
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
+    let draining = CancellationToken::new();
     let (journal, journal_task) = Journal::spawn(store.clone(), clock, stop.clone());
 
     let p = &config.pipeline;
@@ -281,15 +290,27 @@ pub async fn start(
     runs.recover().await.context("recovering interrupted runs")?;
     tasks.push(("run expiry", tokio::spawn(runs.clone().expire_loop(stop.clone()))));
     // Answers a crash cut off mid-stream are written again into their cards.
-    kb.resume(store.pending_answers().await.context("reading pending answers")?).await;
+    let now = clock.now_ms();
+    kb.resume(store.take_over_answers(now).await.context("reading pending answers")?).await;
 
-    let pending = store.pending_events().await.context("reading pending events")?;
+    let pending = store.take_over_events(now).await.context("reading pending events")?;
     if !pending.is_empty() {
         tracing::info!(n = pending.len(), "replaying events accepted before the last stop");
     }
     for event in pending {
         inbox.requeue(event).await?;
     }
+    tasks.push((
+        "replica heartbeat",
+        tokio::spawn(heartbeat(
+            replica.clone(),
+            inbox.clone(),
+            runs.clone(),
+            kb.clone(),
+            draining.clone(),
+            stop.clone(),
+        )),
+    ));
     stats.started.store(true, Ordering::SeqCst);
     Ok(Running {
         inbox,
@@ -302,7 +323,9 @@ pub async fn start(
         clock,
         runs,
         kb,
+        replica,
         _instance: instance,
+        draining,
         stop,
         journal,
         tasks,
@@ -396,7 +419,8 @@ impl Running {
     /// Waits up to `deadline` for in-flight events and queued replies, then
     /// stops every task. Replies still queued stay in the outbox for the next start.
     pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<()> {
-        let Running { inbox, store, stats, runs, kb, stop, journal, tasks, .. } = self;
+        let Running { inbox, store, stats, runs, kb, draining, stop, journal, tasks, .. } = self;
+        draining.cancel();
         // Dropping the last inbox handle ends the dispatcher once its queue is empty.
         drop(inbox);
         // Running steps are stopped (their process groups killed) and recorded as
@@ -417,6 +441,10 @@ impl Running {
         for (name, task) in tasks {
             task.await.with_context(|| format!("{name} task"))?;
         }
+        // What is still pending (replies past the deadline, events not
+        // handled) goes back to the other replicas now, not after the lease.
+        store.deregister_replica().await.context("handing work back to the other replicas")?;
+        tracing::info!("replica deregistered");
         Ok(())
     }
 }
@@ -576,9 +604,10 @@ pub async fn run(
                 catalog: running.catalog.clone(),
                 locales: config.locales.clone(),
                 timeout: tg.poll_timeout,
-                offset: running.store.cursor(telegram::OFFSET_CURSOR).await?,
+                offset: None,
+                fence: None,
             };
-            Some(tokio::spawn(poller.run(intake_stop.clone())))
+            Some(tokio::spawn(poll_under_lease(running.replica.clone(), poller, intake_stop.clone())))
         }
         _ => None,
     };
@@ -620,6 +649,84 @@ pub async fn run(
         task.await.context("http server")??;
     }
     running.shutdown(config.pipeline.shutdown_timeout).await
+}
+
+/// Says every `replicas.heartbeat` that this replica is alive, and takes
+/// over what replicas that went silent left: events not yet handled (queued
+/// here), runs cut off (reported as interrupted) and answers being written
+/// (written again). Their replies are taken over by the outbox's sweep.
+async fn heartbeat(
+    replica: Arc<Replica>,
+    inbox: Inbox,
+    runs: Arc<Runs>,
+    kb: Arc<Knowledge>,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(replica.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = replica.beat().await {
+            tracing::warn!(error = %e, "replica heartbeat failed");
+            continue;
+        }
+        if draining.is_cancelled() {
+            continue;
+        }
+        let now = replica.clock.now_ms();
+        match replica.store.take_over_events(now).await {
+            Ok(events) => {
+                if !events.is_empty() {
+                    tracing::warn!(n = events.len(), "taking over events a gone replica accepted");
+                }
+                for event in events {
+                    if inbox.requeue(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "looking for events of gone replicas failed"),
+        }
+        if let Err(e) = runs.recover().await {
+            tracing::warn!(error = %e, "looking for runs of gone replicas failed");
+        }
+        match replica.store.take_over_answers(now).await {
+            Ok(answers) => kb.resume(answers).await,
+            Err(e) => tracing::warn!(error = %e, "looking for answers of gone replicas failed"),
+        }
+    }
+}
+
+/// Polls Telegram while this replica holds the poller lease: only one
+/// replica may call getUpdates (Telegram answers a second with 409 and
+/// breaks the first's long poll). Each turn starts at the offset the last
+/// holder saved; the poller stops when the lease is lost, and the lease is
+/// released when it stops, so the next replica takes over within a heartbeat.
+async fn poll_under_lease(replica: Arc<Replica>, template: Poller, stop: CancellationToken) {
+    let channels = template.channels.clone();
+    loop {
+        channels.set_state(telegram::CHANNEL, ChannelState::Standby("another replica polls getUpdates".into()));
+        let Some(held) = replica.hold(telegram::POLL_LEASE, &stop).await else { break };
+        let offset = match replica.store.cursor(telegram::OFFSET_CURSOR).await {
+            Ok(offset) => offset,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the telegram offset failed; trying again");
+                held.release(&replica.store).await;
+                continue;
+            }
+        };
+        let poller = Poller { offset, fence: Some(held.fence.clone()), ..template.clone() };
+        poller.run(held.lost.clone()).await;
+        held.release(&replica.store).await;
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    channels.set_state(telegram::CHANNEL, ChannelState::Closed);
 }
 
 /// How often SQLite's WAL is checkpointed. Each checkpoint fsyncs what was

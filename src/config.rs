@@ -54,6 +54,8 @@ pub struct RawConfig {
     #[serde(default)]
     pipeline: RawPipeline,
     #[serde(default)]
+    replicas: RawReplicas,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -192,6 +194,14 @@ struct RawPipeline {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReplicas {
+    name: Option<String>,
+    heartbeat: Option<String>,
+    lease: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<String>,
     level: Option<String>,
@@ -215,6 +225,7 @@ pub struct Config {
     pub kb: crate::kb::config::KbConfig,
     pub logs: crate::logs::config::LogsConfig,
     pub pipeline: PipelineConfig,
+    pub replicas: ReplicasConfig,
     pub log: LogConfig,
 }
 
@@ -315,6 +326,18 @@ pub struct PipelineConfig {
     pub send_timeout: Duration,
 }
 
+/// `[replicas]`: how replicas sharing one PostgreSQL database see each other.
+#[derive(Debug, Clone)]
+pub struct ReplicasConfig {
+    /// This replica in `/status` (default: host name and process id).
+    pub name: String,
+    /// How often this replica says it is alive and looks for work a gone replica left.
+    pub heartbeat: Duration,
+    /// How long a replica may go unheard before the others take its work
+    /// over; also the Telegram poller's lease.
+    pub lease: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -357,6 +380,17 @@ impl Config {
         let config = v.config(raw, base, env);
         if v.errors.is_empty() { Ok(config) } else { Err(v.errors) }
     }
+}
+
+/// This machine's name (`gethostname`), for the default replica name.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated within it on success.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "opsclaw".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -449,6 +483,7 @@ impl Validator<'_> {
         let kb = crate::kb::config::validate(raw.kb, base, env, &mut |key, message| self.err(&key, message));
         let logs = crate::logs::config::validate(raw.logs, base, env, &mut |key, message| self.err(&key, message));
         let pipeline = self.pipeline(raw.pipeline);
+        let replicas = self.replicas(raw.replicas, env);
         let log = LogConfig {
             format: match raw.log.format.as_deref() {
                 None | Some("text") => LogFormat::Text,
@@ -479,6 +514,7 @@ impl Validator<'_> {
             kb,
             logs,
             pipeline,
+            replicas,
             log,
         }
     }
@@ -756,6 +792,26 @@ impl Validator<'_> {
             principals.push(PrincipalDef { name: p.name, roles, ids });
         }
         Access { principals, default_roles, allowed_chats, admin_role }
+    }
+
+    fn replicas(&mut self, raw: RawReplicas, env: &dyn Fn(&str) -> Option<String>) -> ReplicasConfig {
+        let heartbeat = self.duration("replicas.heartbeat", raw.heartbeat.as_deref(), Duration::from_secs(2));
+        let lease = self.duration("replicas.lease", raw.lease.as_deref(), crate::store::DEFAULT_LEASE);
+        if heartbeat.is_zero() {
+            self.err("replicas.heartbeat", "must be more than 0s");
+        }
+        // Two missed heartbeats must not make a replica look dead.
+        if lease < heartbeat * 3 {
+            self.err("replicas.lease", format!("must be at least 3 heartbeats ({:?})", heartbeat * 3));
+        }
+        let name = raw.name.unwrap_or_else(|| {
+            let host = env("HOSTNAME").filter(|h| !h.is_empty()).unwrap_or_else(host_name);
+            format!("{host}:{}", std::process::id())
+        });
+        if name.is_empty() || name.len() > 100 {
+            self.err("replicas.name", "must be 1 to 100 characters");
+        }
+        ReplicasConfig { name, heartbeat, lease }
     }
 
     fn pipeline(&mut self, raw: RawPipeline) -> PipelineConfig {

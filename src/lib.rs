@@ -25,6 +25,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod platform;
 pub mod policy;
+pub mod replica;
 pub mod reply;
 pub mod router;
 pub mod status;

@@ -51,7 +51,7 @@ impl Stats {
             let notified = self.progress.notified();
             if self.in_flight() == 0
                 && self.runs_active.load(Ordering::SeqCst) == 0
-                && store.outbox_pending_count().await? == 0
+                && store.outbox_owned_count().await? == 0
             {
                 return Ok(true);
             }

@@ -162,12 +162,40 @@ async fn status_card(
             }
         })
         .collect();
+    let age = |ms: i64| format_duration(std::time::Duration::from_millis(ms.max(0) as u64));
+    let live = bot.store.live_replicas(now).await?;
+    let name_of = |id: &str| live.iter().find(|r| r.id == id).map_or_else(|| id.to_owned(), |r| r.name.clone());
+    let replicas: Vec<Value> = live
+        .iter()
+        .map(|r| {
+            context! {
+                name => r.name,
+                this => r.id == bot.store.replica(),
+                seen_age => age(now - r.seen_at_ms),
+                up => age(now - r.started_at_ms),
+                version => r.version,
+            }
+        })
+        .collect();
+    let leases: Vec<Value> = bot
+        .store
+        .leases()
+        .await?
+        .into_iter()
+        .map(|l| {
+            // An expired lease is free for the next replica to take.
+            let holder = l.holder.filter(|_| l.expires_at_ms > now).map(|h| name_of(&h));
+            context! { name => l.name, holder => holder, token => l.token, left => age(l.expires_at_ms - now) }
+        })
+        .collect();
     let values = context! {
         version => env!("CARGO_PKG_VERSION"),
         uptime => format_duration(bot.clock.uptime()),
         now => format_ms(now),
         backend => format!("{:?}", bot.store.backend()).to_lowercase(),
         channels => channels,
+        replicas => replicas,
+        leases => leases,
         // The event asking is itself in flight and pending while this runs; count only the others.
         queued => (bot.stats.in_flight() - 1).max(0),
         inbox_pending => (bot.store.inbox_pending_count().await? - 1).max(0),

@@ -12,7 +12,7 @@ use super::journal::{Journal, JournalError};
 use crate::event::Event;
 use crate::metrics as m;
 use crate::status::Stats;
-use crate::store::{Write, Written};
+use crate::store::{Fence, Write, Written};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -110,9 +110,11 @@ impl Inbox {
     /// Saves a position in a platform's update stream. Adapters call it after
     /// every update before the position is accepted, so a restart resumes
     /// there: nothing is lost, and what is fetched again is a duplicate.
-    pub async fn save_cursor(&self, name: &str, value: i64) -> Result<(), InboxError> {
-        self.journal.write(Write::Cursor { name: name.to_owned(), value }).await?;
-        Ok(())
+    /// Under `fence` (the lease of the one replica that polls) it is saved
+    /// only while that lease is held; false when it was lost.
+    pub async fn save_cursor(&self, name: &str, value: i64, fence: Option<Fence>) -> Result<bool, InboxError> {
+        let written = self.journal.write(Write::Cursor { name: name.to_owned(), value, fence }).await?;
+        Ok(written != Written::Fenced)
     }
 
     /// Queues an already persisted event (startup replay of pending events).

@@ -1,7 +1,9 @@
 //! Delivers persisted replies. Fresh replies are handed over by the
 //! dispatcher right after their completion commits ([`Outbox::hand_off`]);
 //! at startup every pending row is loaded ([`Outbox::load_pending`]), and a
-//! sweep picks up any pending row older than ten seconds that no lane holds.
+//! sweep picks up any of this replica's pending rows older than ten seconds
+//! that no lane holds, and takes over the rows of replicas that are gone
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so two replicas never claim one row).
 //! A claim set makes sure each row is in at most one lane. A lane sends in order, within the
 //! platform's per-chat and global rates, retries temporary failures with
 //! jittered exponential backoff (persisting the next attempt), honours the
@@ -110,8 +112,8 @@ impl Outbox {
         })
     }
 
-    /// Queues every pending row, oldest first. Runs once at startup, before
-    /// pending events are replayed, so replies keep their order per chat.
+    /// Queues every pending row no live replica owns, oldest first. Runs once
+    /// at startup, before pending events are replayed, so replies keep their order per chat.
     pub async fn load_pending(self: &Arc<Self>) -> Result<(), StoreError> {
         self.sweep(i64::MAX).await
     }
@@ -153,27 +155,52 @@ impl Outbox {
         }
     }
 
-    /// Queues pending rows created at or before `created_by_ms` that no lane holds.
+    /// Queues the pending rows of replicas that are gone (taking them over),
+    /// then this replica's own rows created at or before `created_by_ms`
+    /// that no lane holds.
     async fn sweep(self: &Arc<Self>, created_by_ms: i64) -> Result<(), StoreError> {
+        const PAGE: u32 = 256;
         let mut after = 0;
+        let mut taken = 0;
         loop {
-            let rows = self.store.outbox_pending(after, created_by_ms, 256).await?;
-            let Some(last) = rows.last() else { return Ok(()) };
+            let rows = self.store.take_over_outbox(after, PAGE, self.clock.now_ms()).await?;
+            let Some(last) = rows.last() else { break };
             after = last.id;
-            for row in rows {
-                if !self.claim(row.id) {
-                    continue;
-                }
-                // The page may be stale: a lane can have delivered this row and
-                // released it since the read. A lane releases only after its final
-                // write committed, so the store now tells the truth.
-                if !self.store.outbox_is_pending(row.id).await? {
-                    self.release(row.id);
-                    continue;
-                }
-                self.queue_claimed(row).await;
+            let full = rows.len() == PAGE as usize;
+            taken += rows.len();
+            self.queue_unclaimed(rows).await?;
+            if !full {
+                break;
             }
         }
+        if taken > 0 {
+            tracing::info!(rows = taken, "took over replies of a replica that is gone");
+        }
+        let mut after = 0;
+        loop {
+            let rows = self.store.outbox_pending(after, created_by_ms, PAGE).await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.id;
+            self.queue_unclaimed(rows).await?;
+        }
+    }
+
+    /// Queues the rows of a page that no lane holds and that are still pending.
+    async fn queue_unclaimed(self: &Arc<Self>, rows: Vec<QueuedReply>) -> Result<(), StoreError> {
+        for row in rows {
+            if !self.claim(row.id) {
+                continue;
+            }
+            // The page may be stale: a lane can have delivered this row and
+            // released it since the read. A lane releases only after its final
+            // write committed, so the store now tells the truth.
+            if !self.store.outbox_is_pending(row.id).await? {
+                self.release(row.id);
+                continue;
+            }
+            self.queue_claimed(row).await;
+        }
+        Ok(())
     }
 
     fn claim(&self, id: i64) -> bool {

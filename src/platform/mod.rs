@@ -165,6 +165,9 @@ pub enum ChannelState {
     /// Another client holds the platform's single connection slot (Telegram's
     /// getUpdates); we keep retrying with backoff.
     Conflict(String),
+    /// Another replica holds the channel's single slot (Telegram's poller
+    /// lease); this one takes over when that one stops. Healthy.
+    Standby(String),
     /// Ended on purpose (console input closed, shutdown).
     Closed,
 }
@@ -173,7 +176,7 @@ impl ChannelState {
     /// Why the channel is down, when it says.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Self::Failed(why) | Self::Conflict(why) => Some(why),
+            Self::Failed(why) | Self::Conflict(why) | Self::Standby(why) => Some(why),
             _ => None,
         }
     }
@@ -185,6 +188,7 @@ impl ChannelState {
             Self::Reconnecting => "reconnecting",
             Self::Failed(_) => "failed",
             Self::Conflict(_) => "conflict",
+            Self::Standby(_) => "standby",
             Self::Closed => "closed",
         }
     }
@@ -224,11 +228,11 @@ impl Channels {
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Names of channels that are not connected, for `/readyz`.
+    /// Names of channels that are not connected (or standing by), for `/readyz`.
     pub fn not_ready(&self) -> Vec<String> {
         self.snapshot()
             .into_iter()
-            .filter(|(_, s)| s.state != ChannelState::Connected)
+            .filter(|(_, s)| !matches!(s.state, ChannelState::Connected | ChannelState::Standby(_)))
             .map(|(name, s)| match s.state.detail() {
                 Some(why) => format!("{name} is {}: {why}", s.state.label()),
                 None => format!("{name} is {}", s.state.label()),

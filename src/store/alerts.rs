@@ -64,6 +64,17 @@ pub(super) async fn escalate(
     initial: bool,
     now_ms: i64,
 ) -> Result<OpOutcome, StoreError> {
+    // Replicas run the same timer: one that finds the group locked by another
+    // replica's claim skips it instead of waiting for it (that one takes the step).
+    if conn.backend_name() == "PostgreSQL" {
+        let free = sqlx::query("SELECT id FROM alert_groups WHERE id = $1 FOR UPDATE SKIP LOCKED")
+            .bind(group)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if free.is_none() {
+            return Ok(OpOutcome::Unchanged);
+        }
+    }
     let claim = if initial {
         sqlx::query(
             "UPDATE alert_groups SET escalation_level = $1 WHERE id = $2 AND escalation_level = $3 \

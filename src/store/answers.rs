@@ -30,13 +30,14 @@ pub enum AnswerOp {
     Finish(CardKey),
 }
 
-pub(super) async fn apply(tx: &mut AnyConnection, op: &AnswerOp, now_ms: i64) -> Result<(), StoreError> {
+/// `owner` is the replica writing the answer.
+pub(super) async fn apply(tx: &mut AnyConnection, op: &AnswerOp, owner: &str, now_ms: i64) -> Result<(), StoreError> {
     match op {
         AnswerOp::Start(a) => {
             // A replayed question finds its row there already: one answer per card.
             sqlx::query(
-                "INSERT INTO answers (card_key, chat_platform, chat_id, reply_to, thread_id, locale, question, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (card_key) DO NOTHING",
+                "INSERT INTO answers (card_key, chat_platform, chat_id, reply_to, thread_id, locale, question, created_at, \
+                 owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (card_key) DO NOTHING",
             )
             .bind(a.key.as_str())
             .bind(a.chat.platform.as_str())
@@ -46,6 +47,7 @@ pub(super) async fn apply(tx: &mut AnyConnection, op: &AnswerOp, now_ms: i64) ->
             .bind(a.locale.as_str())
             .bind(a.question.as_str())
             .bind(now_ms)
+            .bind(owner)
             .execute(&mut *tx)
             .await?;
         }
@@ -57,14 +59,24 @@ pub(super) async fn apply(tx: &mut AnyConnection, op: &AnswerOp, now_ms: i64) ->
 }
 
 impl Store {
-    /// The answers still being written (by a process that may have died), oldest first.
-    pub async fn pending_answers(&self) -> Result<Vec<PendingAnswer>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT card_key, chat_platform, chat_id, reply_to, thread_id, locale, question FROM answers \
-             ORDER BY created_at, card_key",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    /// Takes over the answers still being written by a replica that is gone
+    /// (a crash cut them off), oldest first: this replica writes them again.
+    pub async fn take_over_answers(&self, now_ms: i64) -> Result<Vec<PendingAnswer>, StoreError> {
+        let sql = format!(
+            "UPDATE answers SET owner = $1 WHERE card_key IN (SELECT card_key FROM answers WHERE {}{}) \
+             RETURNING card_key, chat_platform, chat_id, reply_to, thread_id, locale, question, created_at",
+            Store::owner_is_gone(2),
+            self.skip_locked()
+        );
+        let mut rows =
+            sqlx::query(&sql).bind(self.replica()).bind(now_ms - self.lease_ms()).fetch_all(&self.pool).await?;
+        // RETURNING follows no order.
+        rows.sort_by_cached_key(|r| {
+            (
+                r.try_get::<i64, _>("created_at").unwrap_or_default(),
+                r.try_get::<String, _>("card_key").unwrap_or_default(),
+            )
+        });
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let (platform, locale): (String, String) = (r.try_get("chat_platform")?, r.try_get("locale")?);

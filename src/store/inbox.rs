@@ -50,11 +50,16 @@ enum QuotedRow {
 }
 
 /// Inserts `events`, skipping ids already present; returns the ids inserted.
-pub(super) async fn insert(conn: &mut AnyConnection, events: &[&Event]) -> Result<HashSet<String>, StoreError> {
+/// `owner` is the replica that will handle them.
+pub(super) async fn insert(
+    conn: &mut AnyConnection,
+    events: &[&Event],
+    owner: &str,
+) -> Result<HashSet<String>, StoreError> {
     let sql = format!(
-        "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at) VALUES {} \
+        "INSERT INTO inbox (event_id, platform, chat_id, payload, state, received_at, owner) VALUES {} \
          ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        super::Params::of(conn).tuples(events.len(), 6, 0)
+        super::Params::of(conn).tuples(events.len(), 7, 0)
     );
     let mut query = sqlx::query(&sql);
     for event in events {
@@ -64,7 +69,8 @@ pub(super) async fn insert(conn: &mut AnyConnection, events: &[&Event]) -> Resul
             .bind(event.chat.id.as_str())
             .bind(encode(event))
             .bind(0_i64)
-            .bind(event.received_at_ms);
+            .bind(event.received_at_ms)
+            .bind(owner);
     }
     let rows = query.fetch_all(conn).await?;
     rows.iter().map(|r| Ok(r.try_get::<String, _>("event_id")?)).collect()
@@ -111,12 +117,39 @@ fn encode(event: &Event) -> String {
 }
 
 impl Store {
-    /// Events accepted but not yet handled, oldest first: replayed at startup.
-    pub async fn pending_events(&self) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT event_id, payload FROM inbox WHERE state = 0 ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| decode(r.try_get("event_id")?, r.try_get("payload")?)).collect()
+    /// Takes over events accepted but not yet handled whose replica is gone
+    /// (a crash, or handed back at shutdown), oldest first: this replica
+    /// handles them now. At startup on SQLite that is every pending event.
+    pub async fn take_over_events(&self, now_ms: i64) -> Result<Vec<Event>, StoreError> {
+        const PAGE: usize = 500;
+        let sql = format!(
+            "UPDATE inbox SET owner = $1 WHERE event_id IN (SELECT event_id FROM inbox WHERE state = 0 AND seq > $3 \
+             AND {} ORDER BY seq LIMIT {PAGE}{}) RETURNING seq, event_id, payload",
+            Store::owner_is_gone(2),
+            self.skip_locked()
+        );
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(self.replica())
+                .bind(now_ms - self.lease_ms())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut page = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<i64, _>("seq")?, decode(r.try_get("event_id")?, r.try_get("payload")?)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // RETURNING follows no order.
+            page.sort_by_key(|(seq, _)| *seq);
+            let full = page.len() == PAGE;
+            after = page.last().map_or(after, |(seq, _)| *seq);
+            events.extend(page.into_iter().map(|(_, e)| e));
+            if !full {
+                return Ok(events);
+            }
+        }
     }
 
     pub async fn inbox_pending_count(&self) -> Result<i64, StoreError> {

@@ -11,6 +11,7 @@ mod alerts;
 mod answers;
 mod inbox;
 mod outbox;
+mod replicas;
 mod runs;
 mod tokens;
 
@@ -30,6 +31,7 @@ use crate::reply::CardKey;
 pub use alerts::{AlertOp, EscalationCandidate, OpOutcome, StormLimit};
 pub use answers::{AnswerOp, PendingAnswer};
 pub use outbox::NewDelivery;
+pub use replicas::{Fence, LeaseView, ReplicaView};
 pub use runs::{AuditEntry, AuditView, Finish, NewRun, RunOp, RunOutcome, RunView, Who};
 pub use tokens::{NewToken, StoredGrant};
 
@@ -56,7 +58,14 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// This process as a replica: the owner of the work it takes.
+    replica: Arc<str>,
+    /// A replica unseen this long is dead and its work is taken over.
+    lease_ms: i64,
 }
+
+/// The default of `replicas.lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// One write on the event path; see [`Store::apply`].
 #[derive(Debug, Clone)]
@@ -71,8 +80,10 @@ pub enum Write {
     Retry { id: i64, attempts: u32, next_attempt_at: i64, error: String },
     /// Delivery failed for good.
     Failed { id: i64, attempts: u32, error: String },
-    /// A position in a platform's update stream, saved once everything before it is accepted.
-    Cursor { name: String, value: i64 },
+    /// A position in a platform's update stream, saved once everything before
+    /// it is accepted; under `fence`, only while this replica holds that lease
+    /// (`Written::Fenced` otherwise, and nothing changes).
+    Cursor { name: String, value: i64, fence: Option<Fence> },
     /// A webhook's alerts: deduplicated by fingerprint, grouped, history recorded.
     AlertIngest(Arc<Ingest>),
     /// An action on an alert group (ack, silence, resolve).
@@ -107,6 +118,8 @@ pub enum Written {
     Placements(Vec<(ChatRef, Option<i64>)>),
     Alert(OpOutcome),
     Run(RunOutcome),
+    /// Made under a lease this replica no longer holds: not written.
+    Fenced,
     Done,
 }
 
@@ -160,7 +173,14 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend })
+        let replica = format!("{:016x}", rand::random::<u64>()).into();
+        Ok(Self { pool, backend, replica, lease_ms: DEFAULT_LEASE.as_millis() as i64 })
+    }
+
+    /// The same store with `lease` as the time after which a silent replica is dead.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease_ms = lease.as_millis() as i64;
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -219,7 +239,7 @@ impl Store {
             .collect();
         for chunk in accepts.chunks(CHUNK) {
             let events: Vec<&Event> = chunk.iter().map(|(_, e)| *e).collect();
-            let mut fresh = inbox::insert(&mut tx, &events).await?;
+            let mut fresh = inbox::insert(&mut tx, &events, self.replica()).await?;
             for (i, event) in chunk {
                 // Only the first of two same-id events in one batch is new.
                 results[*i] = if fresh.remove(event.id.as_str()) { Written::Accepted } else { Written::Duplicate };
@@ -241,8 +261,11 @@ impl Store {
                     results[i] = Written::AlertGroups(alerts::ingest(&mut tx, ingest, now_ms).await?)
                 }
                 Write::Alert(op) => results[i] = Written::Alert(alerts::apply_op(&mut tx, op, now_ms).await?),
-                Write::Run(op) => results[i] = Written::Run(runs::apply_op(&mut tx, op, now_ms).await?),
-                Write::Answer { op, .. } => answers::apply(&mut tx, op, now_ms).await?,
+                Write::Run(op) => {
+                    let cut = now_ms - self.lease_ms;
+                    results[i] = Written::Run(runs::apply_op(&mut tx, op, self.replica(), cut, now_ms).await?)
+                }
+                Write::Answer { op, .. } => answers::apply(&mut tx, op, self.replica(), now_ms).await?,
                 Write::AlertNotified { group, version, .. } => alerts::mark_notified(&mut tx, *group, *version).await?,
                 Write::AlertPlace { group, chats, storm } => {
                     results[i] = Written::Placements(alerts::place(&mut tx, *group, chats, *storm, now_ms).await?)
@@ -289,22 +312,16 @@ impl Store {
                 Write::Failed { id, attempts, error } => {
                     outbox::mark_failed(&mut tx, *id, *attempts, error, now_ms).await?;
                 }
-                Write::Cursor { name, value } => {
-                    sqlx::query(
-                        "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
-                         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    )
-                    .bind(name.as_str())
-                    .bind(*value)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                Write::Cursor { name, value, fence } => {
+                    if !save_cursor(&mut tx, name, *value, fence.as_ref(), self.replica(), now_ms).await? {
+                        results[i] = Written::Fenced;
+                    }
                 }
             }
         }
         let mut ids = HashMap::new();
         for chunk in deliveries.chunks(CHUNK) {
-            ids.extend(outbox::insert(&mut tx, chunk, now_ms).await?);
+            ids.extend(outbox::insert(&mut tx, chunk, self.replica(), now_ms).await?);
         }
         for (i, write) in writes.iter().enumerate() {
             if skipped.contains(&i) {
@@ -399,6 +416,44 @@ impl Store {
         conn.ping().await?;
         Ok(())
     }
+}
+
+/// Saves cursor `name`; under a fence only while `replica` holds that lease
+/// with that token. Returns whether it was saved.
+async fn save_cursor(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    value: i64,
+    fence: Option<&Fence>,
+    replica: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    const UPSERT: &str = "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+    let done = match fence {
+        None => {
+            sqlx::query(&format!("INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) {UPSERT}"))
+                .bind(name)
+                .bind(value)
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?
+        }
+        Some(fence) => {
+            sqlx::query(&format!(
+                "INSERT INTO cursors (name, value, updated_at) SELECT $1, $2, $3 WHERE EXISTS \
+                 (SELECT 1 FROM leases WHERE name = $4 AND holder = $5 AND token = $6) {UPSERT}"
+            ))
+            .bind(name)
+            .bind(value)
+            .bind(now_ms)
+            .bind(fence.lease.as_str())
+            .bind(replica)
+            .bind(fence.token)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
 }
 
 /// Rows per multi-row statement: far below SQLite's and PostgreSQL's

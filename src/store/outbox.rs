@@ -40,16 +40,18 @@ enum BodyRow {
 }
 
 /// Enqueues `deliveries`, skipping idempotency keys already present; returns
-/// the ids of the rows inserted, by idempotency key.
+/// the ids of the rows inserted, by idempotency key. `owner` is the replica
+/// that delivers them.
 pub(super) async fn insert(
     conn: &mut AnyConnection,
     deliveries: &[&NewDelivery],
+    owner: &str,
     now_ms: i64,
 ) -> Result<HashMap<String, i64>, StoreError> {
     let sql = format!(
         "INSERT INTO outbox (idem_key, platform, chat_id, card_key, card_update, payload, state, attempts, \
-         next_attempt_at, created_at) VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
-        super::Params::of(conn).tuples(deliveries.len(), 10, 0)
+         next_attempt_at, created_at, owner) VALUES {} ON CONFLICT (idem_key) DO NOTHING RETURNING id, idem_key",
+        super::Params::of(conn).tuples(deliveries.len(), 11, 0)
     );
     let mut query = sqlx::query(&sql);
     for d in deliveries {
@@ -81,7 +83,8 @@ pub(super) async fn insert(
             .bind(0_i64)
             .bind(0_i64)
             .bind(now_ms)
-            .bind(now_ms);
+            .bind(now_ms)
+            .bind(owner);
     }
     let rows = query.fetch_all(conn).await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("idem_key")?, r.try_get::<i64, _>("id")?))).collect()
@@ -160,24 +163,54 @@ pub(super) async fn mark_failed(
 }
 
 impl Store {
-    /// Pending replies with an id above `after_id` created at or before
-    /// `created_by_ms`, in id order.
+    /// This replica's pending replies with an id above `after_id` created at
+    /// or before `created_by_ms`, in id order.
     pub async fn outbox_pending(
         &self,
         after_id: i64,
         created_by_ms: i64,
         limit: u32,
     ) -> Result<Vec<QueuedReply>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, idem_key, platform, chat_id, card_key, payload, attempts, next_attempt_at \
-             FROM outbox WHERE state = 0 AND id > $1 AND created_at <= $2 ORDER BY id LIMIT $3",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE state = 0 AND owner = $1 AND id > $2 AND created_at <= $3 \
+             ORDER BY id LIMIT $4"
+        ))
+        .bind(self.replica())
         .bind(after_id)
         .bind(created_by_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Claims up to `limit` pending replies with an id above `after_id` whose
+    /// replica is gone (crashed, or handed them back at shutdown), in id
+    /// order: this replica delivers them now. Rows another replica is
+    /// claiming at the same moment are skipped, not waited for.
+    pub async fn take_over_outbox(
+        &self,
+        after_id: i64,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Vec<QueuedReply>, StoreError> {
+        let sql = format!(
+            "UPDATE outbox SET owner = $1 WHERE id IN (SELECT id FROM outbox WHERE state = 0 AND id > $3 AND {} \
+             ORDER BY id LIMIT $4{}) RETURNING {COLUMNS}",
+            Store::owner_is_gone(2),
+            self.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.replica())
+            .bind(now_ms - self.lease_ms())
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut rows = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        // RETURNING follows no order.
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
     }
 
     /// Whether row `id` still waits for delivery.
@@ -193,6 +226,15 @@ impl Store {
 
     pub async fn outbox_pending_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0").fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
+    /// Pending replies this replica delivers (what its shutdown drains).
+    pub async fn outbox_owned_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE state = 0 AND owner = $1")
+            .bind(self.replica())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     /// Where card `key` was posted in `chat`, oldest first.
@@ -238,6 +280,8 @@ impl Store {
         rows.iter().map(|r| Ok(MessageId::new(r.try_get::<String, _>("message_id")?))).collect()
     }
 }
+
+const COLUMNS: &str = "id, idem_key, platform, chat_id, card_key, payload, attempts, next_attempt_at";
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<QueuedReply, StoreError> {
     let id: i64 = row.try_get("id")?;

@@ -100,7 +100,8 @@ pub enum RunOp {
     Finish(Box<Finish>),
     /// Every pending run whose approval time is over.
     Expire,
-    /// Every run left `running` by a process that is gone (at startup).
+    /// Every run left `running` by a replica that is gone (at startup, and
+    /// when another replica stops heartbeating).
     Interrupt {
         reason: String,
     },
@@ -346,7 +347,28 @@ async fn transition(
     Ok(n == 1)
 }
 
-pub(super) async fn apply_op(conn: &mut AnyConnection, op: &RunOp, now_ms: i64) -> Result<RunOutcome, StoreError> {
+/// Applies `op` for replica `owner`: a run it starts is owned by it (the
+/// replica that executes it), and `Interrupt` takes only runs whose replica
+/// was last seen before `live_cut`.
+pub(super) async fn apply_op(
+    conn: &mut AnyConnection,
+    op: &RunOp,
+    owner: &str,
+    live_cut: i64,
+    now_ms: i64,
+) -> Result<RunOutcome, StoreError> {
+    let outcome = apply(conn, op, live_cut, now_ms).await?;
+    // Runs started in this transaction are the only running ones without an
+    // owner started now (rows from before replicas had owners are left to `Interrupt`).
+    sqlx::query("UPDATE runs SET owner = $1 WHERE state = 'running' AND owner IS NULL AND started_at = $2")
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(outcome)
+}
+
+async fn apply(conn: &mut AnyConnection, op: &RunOp, live_cut: i64, now_ms: i64) -> Result<RunOutcome, StoreError> {
     match op {
         RunOp::Request(new) => request(conn, new, now_ms).await,
         RunOp::Approve { run, by } => approve(conn, *run, by, now_ms).await,
@@ -436,8 +458,9 @@ pub(super) async fn apply_op(conn: &mut AnyConnection, op: &RunOp, now_ms: i64) 
             Ok(RunOutcome::Runs(expired))
         }
         RunOp::Interrupt { reason } => {
-            let rows =
-                sqlx::query("SELECT id FROM runs WHERE state = 'running' ORDER BY id").fetch_all(&mut *conn).await?;
+            let sql =
+                format!("SELECT id FROM runs WHERE state = 'running' AND {} ORDER BY id", Store::owner_is_gone(1));
+            let rows = sqlx::query(&sql).bind(live_cut).fetch_all(&mut *conn).await?;
             let mut interrupted = Vec::new();
             for row in rows {
                 let id: i64 = row.try_get("id")?;

@@ -215,8 +215,33 @@ impl WsState {
         conns.iter().rev().find(|c| c.alive.load(Ordering::SeqCst)).map(|c| c.tx.clone()).expect("a live connection")
     }
 
+    /// Pushes `payload` (one event frame) through the `pick`th live connection,
+    /// counted modulo their number: Feishu gives each event to one of an app's
+    /// connections, whichever process holds it.
+    pub fn push_via(&self, pick: usize, message_id: &str, payload: &str) {
+        let conn = {
+            let conns = self.conns.lock().unwrap();
+            let live: Vec<_> = conns.iter().filter(|c| c.alive.load(Ordering::SeqCst)).collect();
+            assert!(!live.is_empty(), "a live connection");
+            live[pick % live.len()].tx.clone()
+        };
+        self.push_on(&conn, message_id, payload, 1, false, "event");
+    }
+
     /// Pushes `payload` as `fragments` data frames (reversed when `reverse`).
     pub fn push(&self, message_id: &str, payload: &str, fragments: usize, reverse: bool, kind: &str) {
+        self.push_on(&self.live_conn(), message_id, payload, fragments, reverse, kind);
+    }
+
+    fn push_on(
+        &self,
+        conn: &mpsc::UnboundedSender<Command>,
+        message_id: &str,
+        payload: &str,
+        fragments: usize,
+        reverse: bool,
+        kind: &str,
+    ) {
         let bytes = payload.as_bytes();
         let size = bytes.len().div_ceil(fragments);
         let mut frames: Vec<Vec<u8>> = bytes
@@ -244,7 +269,6 @@ impl WsState {
         if reverse {
             frames.reverse();
         }
-        let conn = self.live_conn();
         for frame in frames {
             conn.send(Command::Send(frame)).unwrap();
         }

@@ -285,7 +285,7 @@ async fn an_alert_cards_logs_button_opens_its_services_logs_and_download_sends_a
 }
 
 /// The callback token of the button labelled `label`.
-fn find_button(value: &Value, label: &str) -> Option<String> {
+pub(super) fn find_button(value: &Value, label: &str) -> Option<String> {
     match value {
         Value::Object(map) => {
             if map.get("tag").and_then(Value::as_str) == Some("button")
@@ -300,7 +300,7 @@ fn find_button(value: &Value, label: &str) -> Option<String> {
     }
 }
 
-fn find_button_token(value: &Value) -> Option<String> {
+pub(super) fn find_button_token(value: &Value) -> Option<String> {
     match value {
         Value::Object(map) => {
             if map.get("tag").and_then(Value::as_str) == Some("button") {

@@ -29,6 +29,7 @@ mod logs_files;
 mod logs_loki;
 mod ops;
 mod outbox;
+mod replicas;
 mod run_store;
 mod served;
 mod store;

@@ -71,7 +71,7 @@ async fn suite(store: Store) {
         ok(&store, vec![Write::Accept(first.clone()), Write::Accept(first.clone()), Write::Accept(second.clone())])
             .await;
     assert_eq!(results, vec![Written::Accepted, Written::Duplicate, Written::Accepted]);
-    assert_eq!(store.pending_events().await.unwrap(), vec![first.clone(), second.clone()]);
+    assert_eq!(store.take_over_events(NOW).await.unwrap(), vec![first.clone(), second.clone()]);
     assert_eq!(store.inbox_pending_count().await.unwrap(), 2);
 
     // Completion: replies enter the outbox and the event is done, in one write.
@@ -81,7 +81,7 @@ async fn suite(store: Store) {
     let complete = Write::Complete { event: first.id.clone(), deliveries: deliveries.clone(), tokens: tokens.clone() };
     let Written::Enqueued(ids) = ok(&store, vec![complete]).await.remove(0) else { panic!("a completion enqueues") };
     assert!(ids.iter().all(Option::is_some) && ids[0] < ids[1], "ids in delivery order: {ids:?}");
-    assert_eq!(store.pending_events().await.unwrap(), vec![second.clone()]);
+    assert_eq!(store.take_over_events(NOW).await.unwrap(), vec![second.clone()]);
     let queued = store.outbox_pending(0, i64::MAX, 10).await.unwrap();
     assert_eq!(queued.len(), 2);
     assert_eq!(queued.iter().map(|q| Some(q.id)).collect::<Vec<_>>(), ids);
@@ -138,7 +138,11 @@ async fn suite(store: Store) {
     let results = store.apply(&[Write::Accept(third.clone()), dup_token], NOW).await;
     assert_eq!(*results[0].as_ref().unwrap(), Written::Accepted);
     assert!(results[1].is_err(), "a duplicate token is refused");
-    assert_eq!(store.pending_events().await.unwrap(), vec![second.clone(), third.clone()], "nothing partial applied");
+    assert_eq!(
+        store.take_over_events(NOW).await.unwrap(),
+        vec![second.clone(), third.clone()],
+        "nothing partial applied"
+    );
 
     // Retention: handled ids are forgotten only after the retention window.
     let keep = Duration::from_secs(8 * 3600);
@@ -151,7 +155,7 @@ async fn suite(store: Store) {
         "forgotten after retention"
     );
     assert!(store.grant(&tokens[0].token).await.unwrap().is_none(), "expired tokens are deleted");
-    assert_eq!(store.pending_events().await.unwrap().len(), 3, "pending events are never cleaned");
+    assert_eq!(store.take_over_events(NOW).await.unwrap().len(), 3, "pending events are never cleaned");
 
     // A model's answer: pending from its first card (once, however often the
     // question is replayed) until its final card is queued.
@@ -165,10 +169,10 @@ async fn suite(store: Store) {
     };
     let start = || Write::Answer { op: AnswerOp::Start(answer.clone()), deliveries: vec![], tokens: vec![] };
     ok(&store, vec![start(), start()]).await;
-    assert_eq!(store.pending_answers().await.unwrap(), vec![answer.clone()]);
+    assert_eq!(store.take_over_answers(NOW).await.unwrap(), vec![answer.clone()]);
     let finish = Write::Answer { op: AnswerOp::Finish(answer.key.clone()), deliveries: vec![], tokens: vec![] };
     ok(&store, vec![finish]).await;
-    assert!(store.pending_answers().await.unwrap().is_empty());
+    assert!(store.take_over_answers(NOW).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub const API_URL: &str = "https://api.telegram.org";
 pub const CHANNEL: &str = "telegram";
 /// The store cursor holding the next getUpdates offset.
 pub const OFFSET_CURSOR: &str = "telegram.offset";
+/// The lease of the one replica that polls getUpdates.
+pub const POLL_LEASE: &str = "telegram.poller";
 /// The update kinds we handle; Telegram does not send the others.
 pub const ALLOWED_UPDATES: [AllowedUpdate; 2] = [AllowedUpdate::Message, AllowedUpdate::CallbackQuery];
 

@@ -24,10 +24,12 @@ use crate::clock::Clock;
 use crate::i18n::{Catalog, LocaleRules};
 use crate::pipeline::inbox::{Admission, Inbox};
 use crate::platform::{ChannelState, Channels};
+use crate::store::Fence;
 
 /// Longest wait between failed polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
 
+#[derive(Clone)]
 pub struct Poller {
     pub bot: Bot,
     pub me: Me,
@@ -39,14 +41,18 @@ pub struct Poller {
     pub timeout: Duration,
     /// The saved offset, if any.
     pub offset: Option<i64>,
+    /// The lease this poller runs under (the one replica that polls); the
+    /// offset is saved only while it is held.
+    pub fence: Option<Fence>,
 }
 
 /// A batch of updates and the offset past all of them (none when empty).
 type Polled = (Vec<Update>, Option<i64>);
 
 impl Poller {
-    /// Polls until `shutdown`. Webhooks and polling exclude each other, so a
-    /// webhook left from webhook mode is deleted first (its queue is kept).
+    /// Polls until `shutdown`, or until its lease is lost (another replica
+    /// polls now). Webhooks and polling exclude each other, so a webhook left
+    /// from webhook mode is deleted first (its queue is kept).
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.channels.set_state(CHANNEL, ChannelState::Connecting);
         match self.bot.get_webhook_info().await {
@@ -76,7 +82,9 @@ impl Poller {
                     wait = self.timeout;
                     // Finish the batch even when shutdown comes meanwhile: the
                     // updates are fetched, and persisting them is quick.
-                    self.accept(polled).await;
+                    if !self.accept(polled).await {
+                        return;
+                    }
                     continue;
                 }
                 Err(RequestError::RetryAfter(after)) => {
@@ -143,9 +151,11 @@ impl Poller {
     }
 
     /// Persists the batch in order, answers button presses, then moves the
-    /// offset past it.
-    async fn accept(&mut self, (updates, next): Polled) {
-        let Some(next) = next else { return };
+    /// offset past it. False when the lease was lost: this replica must stop
+    /// polling (the batch is in the inbox; the new holder fetches it again
+    /// and finds duplicates).
+    async fn accept(&mut self, (updates, next): Polled) -> bool {
+        let Some(next) = next else { return true };
         let now = self.clock.now_ms();
         self.channels.event_seen(CHANNEL, now);
         let mut events = Vec::with_capacity(updates.len());
@@ -172,18 +182,24 @@ impl Poller {
         if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
             // Not persisted: keep the offset, so Telegram sends the batch again.
             tracing::error!(error = %e, "telegram updates not accepted; fetching them again");
-            return;
+            return true;
         }
         let accepted = results.iter().filter(|r| matches!(r, Ok(Admission::Accepted))).count();
         tracing::debug!(n = updates.len(), accepted, "telegram updates accepted");
         for (query, chat) in queries {
             super::answer_click(&self.bot, query, &chat, &self.catalog, &self.locales);
         }
-        if let Err(e) = self.inbox.save_cursor(OFFSET_CURSOR, next).await {
+        match self.inbox.save_cursor(OFFSET_CURSOR, next, self.fence.clone()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("the telegram lease was lost; this replica stops polling");
+                return false;
+            }
             // Telegram still forgets the batch at the next poll; its events are in the inbox.
-            tracing::error!(error = %e, "saving the telegram offset failed");
+            Err(e) => tracing::error!(error = %e, "saving the telegram offset failed"),
         }
         self.offset = Some(next);
+        true
     }
 }
 

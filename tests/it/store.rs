@@ -195,3 +195,132 @@ async fn unsupported_urls_are_refused_clearly() {
     let err = Store::connect("mysql://u:secret@h/db").await.unwrap_err().to_string();
     assert!(err.contains("unsupported database URL scheme") && !err.contains("secret"), "{err}");
 }
+
+/// Two replicas of one database: leases with growing fencing tokens, writes
+/// fenced by them, and work taken over only from a replica that went silent
+/// (or handed it back), never from a live one.
+async fn replicas_suite(url: &str) {
+    const LEASE: i64 = 10_000;
+    let a = Store::connect(url).await.unwrap().with_lease(Duration::from_millis(LEASE as u64));
+    a.migrate().await.unwrap();
+    let b = Store::connect(url).await.unwrap().with_lease(Duration::from_millis(LEASE as u64));
+    assert_ne!(a.replica(), b.replica());
+    a.register_replica("a", NOW).await.unwrap();
+    b.register_replica("b", NOW + 1).await.unwrap();
+    let names: Vec<String> = a.live_replicas(NOW + 1).await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["a", "b"]);
+
+    // One holder at a time; a new holder gets a larger token and fences the old one out.
+    let first = a.acquire_lease("poller", 5_000, NOW).await.unwrap().expect("a free lease is taken");
+    assert!(b.acquire_lease("poller", 5_000, NOW + 1_000).await.unwrap().is_none(), "held by a");
+    assert!(a.renew_lease(&first, 5_000, NOW + 2_000).await.unwrap());
+    assert!(b.acquire_lease("poller", 5_000, NOW + 6_000).await.unwrap().is_none(), "renewed until +7s");
+    let second = b.acquire_lease("poller", 5_000, NOW + 7_001).await.unwrap().expect("expired: b takes it");
+    assert!(second.token > first.token);
+    assert!(!a.renew_lease(&first, 5_000, NOW + 7_002).await.unwrap(), "a lost it");
+    let cursor = |store: &Store, value: i64, fence| {
+        let write = Write::Cursor { name: "offset".into(), value, fence: Some(fence) };
+        let store = store.clone();
+        async move { store.apply(&[write], NOW).await.remove(0).unwrap() }
+    };
+    assert_eq!(cursor(&a, 5, first.clone()).await, Written::Fenced, "the old holder cannot move the offset");
+    assert_eq!(cursor(&b, 9, second.clone()).await, Written::Done);
+    assert_eq!(a.cursor("offset").await.unwrap(), Some(9));
+    b.release_lease(&second).await.unwrap();
+    let third = a.acquire_lease("poller", 5_000, NOW + 7_003).await.unwrap().expect("released: taken at once");
+    assert!(third.token > second.token);
+    let leases = b.leases().await.unwrap();
+    assert_eq!((leases[0].holder.as_deref(), leases[0].token), (Some(a.replica()), third.token));
+
+    // a's work is a's while it heartbeats.
+    let e = event("ev-replica", "oc_r", "/ping");
+    ok(&a, vec![Write::Accept(e.clone())]).await;
+    let done = event("ev-replica-done", "oc_r", "/ping");
+    ok(&a, vec![Write::Accept(done.clone())]).await;
+    let (deliveries, tokens) = prepare(&done.id, vec![Reply::text(&done, "pong")], NOW, Duration::from_secs(60));
+    ok(&a, vec![Write::Complete { event: done.id.clone(), deliveries, tokens }]).await;
+    assert!(b.take_over_events(NOW + 1_000).await.unwrap().is_empty(), "a is alive");
+    assert!(b.take_over_outbox(0, 10, NOW + 1_000).await.unwrap().is_empty(), "a is alive");
+    assert_eq!(a.outbox_owned_count().await.unwrap(), 1);
+
+    // a goes silent: after the lease time b takes its event and its reply, once.
+    let later = NOW + LEASE + 1_000;
+    assert!(b.heartbeat(later).await.unwrap());
+    assert_eq!(b.take_over_events(later).await.unwrap(), vec![e.clone()]);
+    assert!(b.take_over_events(later).await.unwrap().is_empty(), "now b's");
+    let taken = b.take_over_outbox(0, 10, later).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(b.outbox_pending(0, i64::MAX, 10).await.unwrap(), taken, "b's own pending row now");
+    assert!(a.outbox_pending(0, i64::MAX, 10).await.unwrap().is_empty());
+
+    // b stops: its work goes back at once, to a replica alive then.
+    b.deregister_replica().await.unwrap();
+    assert!(a.heartbeat(later).await.unwrap());
+    assert_eq!(a.take_over_events(later).await.unwrap(), vec![e]);
+    assert_eq!(a.take_over_outbox(0, 10, later).await.unwrap().len(), 1);
+    assert!(a.leases().await.unwrap().iter().all(|l| l.holder.as_deref() != Some(b.replica())));
+    let names: Vec<String> = a.live_replicas(later).await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["a"]);
+}
+
+#[tokio::test]
+async fn replicas_on_postgres() {
+    let Some(url) = pg_url("replicas_on_postgres") else { return };
+    let (schema_url, schema) = pg_schema(&url).await;
+    replicas_suite(&schema_url).await;
+    pg_drop_schema(&url, &schema).await;
+
+    // Two replicas taking over the same gone replica's 600 replies at once
+    // claim disjoint rows (FOR UPDATE SKIP LOCKED), together all of them.
+    let (schema_url, schema) = pg_schema(&url).await;
+    let gone = Store::connect(&schema_url).await.unwrap();
+    gone.migrate().await.unwrap();
+    let rows: Vec<Reply> = (0..600).map(|n| Reply::text(&event("ev-gone", "oc_g", "/ping"), &n.to_string())).collect();
+    let (deliveries, tokens) = prepare(&"gone", rows, NOW, Duration::from_secs(60));
+    ok(&gone, vec![Write::Enqueue { deliveries, tokens }]).await;
+    let (x, y) = (Store::connect(&schema_url).await.unwrap(), Store::connect(&schema_url).await.unwrap());
+    let later = NOW + 3_600_000;
+    x.register_replica("x", later).await.unwrap();
+    y.register_replica("y", later).await.unwrap();
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let (mut x_after, mut y_after) = (0, 0);
+    loop {
+        let (px, py) = tokio::join!(x.take_over_outbox(x_after, 50, later), y.take_over_outbox(y_after, 50, later));
+        let (px, py) = (px.unwrap(), py.unwrap());
+        if px.is_empty() && py.is_empty() {
+            break;
+        }
+        x_after = px.last().map_or(x_after, |r| r.id);
+        y_after = py.last().map_or(y_after, |r| r.id);
+        xs.extend(px.into_iter().map(|r| r.id));
+        ys.extend(py.into_iter().map(|r| r.id));
+    }
+    let mut all: Vec<i64> = xs.iter().chain(&ys).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), xs.len() + ys.len(), "no row claimed twice");
+    assert_eq!(all.len(), 600, "every row claimed");
+    pg_drop_schema(&url, &schema).await;
+}
+
+/// SQLite serves one process: the next one to register forgets the replicas
+/// before it (their leases free at once) and takes their work over.
+#[tokio::test]
+async fn replicas_on_sqlite_the_next_process_takes_everything_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let before = Store::connect(&url).await.unwrap();
+    before.migrate().await.unwrap();
+    before.register_replica("before", NOW).await.unwrap();
+    let lease = before.acquire_lease("poller", 60_000, NOW).await.unwrap().unwrap();
+    let e = event("ev-sqlite", "oc_s", "/ping");
+    ok(&before, vec![Write::Accept(e.clone())]).await;
+
+    let next = Store::connect(&url).await.unwrap();
+    next.register_replica("next", NOW + 1).await.unwrap();
+    let taken = next.acquire_lease("poller", 60_000, NOW + 2).await.unwrap().expect("free at once");
+    assert!(taken.token > lease.token);
+    assert_eq!(next.take_over_events(NOW + 3).await.unwrap(), vec![e]);
+    let names: Vec<String> = next.live_replicas(NOW + 3).await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["next"]);
+}

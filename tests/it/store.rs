@@ -275,7 +275,7 @@ async fn replicas_on_postgres() {
     let (schema_url, schema) = pg_schema(&url).await;
     let gone = Store::connect(&schema_url).await.unwrap();
     gone.migrate().await.unwrap();
-    let rows: Vec<Reply> = (0..600).map(|n| Reply::text(&event("ev-gone", "oc_g", "/ping"), &n.to_string())).collect();
+    let rows: Vec<Reply> = (0..600).map(|n| Reply::text(&event("ev-gone", "oc_g", "/ping"), n.to_string())).collect();
     let (deliveries, tokens) = prepare(&"gone", rows, NOW, Duration::from_secs(60));
     ok(&gone, vec![Write::Enqueue { deliveries, tokens }]).await;
     let (x, y) = (Store::connect(&schema_url).await.unwrap(), Store::connect(&schema_url).await.unwrap());

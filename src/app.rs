@@ -300,16 +300,10 @@ pub async fn start(
     for event in pending {
         inbox.requeue(event).await?;
     }
+    tasks.push(("replica heartbeat", tokio::spawn(heartbeat(replica.clone(), stop.clone()))));
     tasks.push((
-        "replica heartbeat",
-        tokio::spawn(heartbeat(
-            replica.clone(),
-            inbox.clone(),
-            runs.clone(),
-            kb.clone(),
-            draining.clone(),
-            stop.clone(),
-        )),
+        "take-over of gone replicas' work",
+        tokio::spawn(take_over(replica.clone(), inbox.clone(), runs.clone(), kb.clone(), draining.clone())),
     ));
     stats.started.store(true, Ordering::SeqCst);
     Ok(Running {
@@ -651,18 +645,9 @@ pub async fn run(
     running.shutdown(config.pipeline.shutdown_timeout).await
 }
 
-/// Says every `replicas.heartbeat` that this replica is alive, and takes
-/// over what replicas that went silent left: events not yet handled (queued
-/// here), runs cut off (reported as interrupted) and answers being written
-/// (written again). Their replies are taken over by the outbox's sweep.
-async fn heartbeat(
-    replica: Arc<Replica>,
-    inbox: Inbox,
-    runs: Arc<Runs>,
-    kb: Arc<Knowledge>,
-    draining: CancellationToken,
-    stop: CancellationToken,
-) {
+/// Says every `replicas.heartbeat` that this replica is alive; nothing else
+/// runs in this loop, so no slow work can make the replica look gone.
+async fn heartbeat(replica: Arc<Replica>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(replica.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -672,10 +657,27 @@ async fn heartbeat(
         }
         if let Err(e) = replica.beat().await {
             tracing::warn!(error = %e, "replica heartbeat failed");
-            continue;
         }
-        if draining.is_cancelled() {
-            continue;
+    }
+}
+
+/// Takes over, every heartbeat until shutdown starts, what replicas that
+/// went silent left: events not yet handled (queued here), runs cut off
+/// (reported as interrupted) and answers being written (written again).
+/// Their replies are taken over by the outbox's sweep.
+async fn take_over(
+    replica: Arc<Replica>,
+    inbox: Inbox,
+    runs: Arc<Runs>,
+    kb: Arc<Knowledge>,
+    draining: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(replica.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = draining.cancelled() => return,
         }
         let now = replica.clock.now_ms();
         match replica.store.take_over_events(now).await {

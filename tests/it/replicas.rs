@@ -271,6 +271,13 @@ async fn the_telegram_lease_holder_killed_another_replica_takes_over() {
     let conflicts = fake.calls_to("getUpdates").iter().filter(|c| c.status == 409).count();
     assert!(conflicts <= 1, "{conflicts} getUpdates conflicts (at most the dead poller's own long poll)");
     assert_ne!(second, first);
+
+    // /status names the live replicas and the lease's holder.
+    fake.push("message", FakeTelegram::text_message(201, dm.clone(), alice.clone(), "/status", None));
+    wait_until("a status card", || async { fake.sent(1001).iter().any(|s| s.text.contains("Replicas")) }).await;
+    let status = fake.sent(1001).into_iter().find(|s| s.text.contains("Replicas")).unwrap().text;
+    assert!(status.contains(&format!("telegram.poller: held by {second}")), "{status}");
+    assert!(!status.contains(&format!("{first}:")), "the killed replica is gone: {status}");
     cluster.finish().await;
 }
 

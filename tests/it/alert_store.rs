@@ -183,3 +183,40 @@ async fn alert_store_on_postgres() {
     suite(Store::connect(&schema_url).await.unwrap()).await;
     pg_drop_schema(&url, &schema).await;
 }
+
+/// The same webhook reaching three replicas at the same moment is one group
+/// with one alert; three replicas acking it at once: one ack wins.
+#[tokio::test]
+async fn concurrent_ingest_and_acks_from_three_replicas_agree() {
+    let Some(url) = pg_url("concurrent_ingest_and_acks_from_three_replicas_agree") else { return };
+    let (schema_url, schema) = pg_schema(&url).await;
+    let stores = [
+        Store::connect(&schema_url).await.unwrap(),
+        Store::connect(&schema_url).await.unwrap(),
+        Store::connect(&schema_url).await.unwrap(),
+    ];
+    stores[0].migrate().await.unwrap();
+    for round in 0..5 {
+        let name = format!("Race{round}");
+        let write = || ingest(vec![alert(&name, "db1", AlertStatus::Firing), alert(&name, "db2", AlertStatus::Firing)]);
+        let (a, b, c) =
+            tokio::join!(one(&stores[0], write(), NOW), one(&stores[1], write(), NOW), one(&stores[2], write(), NOW));
+        let groups: std::collections::BTreeSet<i64> = [a, b, c]
+            .into_iter()
+            .flat_map(|w| match w {
+                Written::AlertGroups(ids) => ids,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(groups.len(), 1, "one group for one alert group key");
+        let group = *groups.first().unwrap();
+        let alerts = stores[0].group_alerts(group, 10).await.unwrap();
+        assert_eq!(alerts.len(), 2, "each alert once");
+        let ack = |i: usize, by: &'static str| op(&stores[i], AlertOp::Ack { group, by: by.into() }, NOW);
+        let (a, b, c) = tokio::join!(ack(0, "alice"), ack(1, "bob"), ack(2, "carol"));
+        let outcomes = [a, b, c];
+        assert_eq!(outcomes.iter().filter(|o| **o == OpOutcome::Done).count(), 1, "{outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, OpOutcome::Already { .. })).count(), 2, "{outcomes:?}");
+    }
+    pg_drop_schema(&url, &schema).await;
+}

@@ -178,3 +178,32 @@ async fn run_store_on_postgres() {
     append_only(update, delete).await;
     pg_drop_schema(&url, &schema).await;
 }
+
+/// Three replicas approving one run (one approval needed) at the same
+/// moment: one vote starts it, owned by that replica; the others change nothing.
+#[tokio::test]
+async fn concurrent_approvals_from_three_replicas_start_a_run_once() {
+    let Some(url) = pg_url("concurrent_approvals_from_three_replicas_start_a_run_once") else { return };
+    let (schema_url, schema) = pg_schema(&url).await;
+    let stores = [
+        Store::connect(&schema_url).await.unwrap(),
+        Store::connect(&schema_url).await.unwrap(),
+        Store::connect(&schema_url).await.unwrap(),
+    ];
+    stores[0].migrate().await.unwrap();
+    for (round, version) in ["1.0.0", "1.0.1", "1.0.2"].into_iter().enumerate() {
+        let request = RunOp::Request(Box::new(new_run(&format!("race{round}"), version, 1)));
+        let RunOutcome::Requested { id, .. } = op(&stores[0], request, NOW).await else { panic!("requested") };
+        let approve = |i: usize, name: &'static str| op(&stores[i], RunOp::Approve { run: id, by: who(name) }, NOW);
+        let (a, b, c) = tokio::join!(approve(0, "bob"), approve(1, "carol"), approve(2, "dave"));
+        let outcomes = [a, b, c];
+        let started: Vec<usize> = (0..3).filter(|i| outcomes[*i] == RunOutcome::Started).collect();
+        assert_eq!(started.len(), 1, "one vote starts it: {outcomes:?}");
+        let pool = sqlx::PgPool::connect(&schema_url).await.unwrap();
+        let owner: String =
+            sqlx::query_scalar("SELECT owner FROM runs WHERE id = $1").bind(id).fetch_one(&pool).await.unwrap();
+        assert_eq!(owner, stores[started[0]].replica(), "the replica that started it runs it");
+        op(&stores[started[0]], finish(id, "succeeded"), NOW).await;
+    }
+    pg_drop_schema(&url, &schema).await;
+}

@@ -710,9 +710,12 @@ async fn take_over(
 /// released when it stops, so the next replica takes over within a heartbeat.
 async fn poll_under_lease(replica: Arc<Replica>, template: Poller, stop: CancellationToken) {
     let channels = template.channels.clone();
+    let held_gauge = metrics::gauge!(m::LEASE_HELD, "lease" => telegram::POLL_LEASE);
     loop {
         channels.set_state(telegram::CHANNEL, ChannelState::Standby("another replica polls getUpdates".into()));
+        held_gauge.set(0.0);
         let Some(held) = replica.hold(telegram::POLL_LEASE, &stop).await else { break };
+        held_gauge.set(1.0);
         let offset = match replica.store.cursor(telegram::OFFSET_CURSOR).await {
             Ok(offset) => offset,
             Err(e) => {
@@ -723,6 +726,7 @@ async fn poll_under_lease(replica: Arc<Replica>, template: Poller, stop: Cancell
         };
         let poller = Poller { offset, fence: Some(held.fence.clone()), ..template.clone() };
         poller.run(held.lost.clone()).await;
+        held_gauge.set(0.0);
         held.release(&replica.store).await;
         if stop.is_cancelled() {
             break;

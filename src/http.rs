@@ -57,7 +57,8 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
 async fn metrics(State(state): State<Arc<HttpState>>) -> String {
     let now = state.clock.now_ms();
     for (name, status) in state.channels.snapshot() {
-        let up = if status.state == ChannelState::Connected { 1.0 } else { 0.0 };
+        // A standby channel (another replica polls Telegram) is healthy here.
+        let up = if matches!(status.state, ChannelState::Connected | ChannelState::Standby(_)) { 1.0 } else { 0.0 };
         metrics::gauge!(m::CHANNEL_UP, "channel" => name.clone()).set(up);
         metrics::gauge!(m::CHANNEL_RECONNECTS, "channel" => name.clone()).set(status.reconnects as f64);
         if let Some(last) = status.last_event_ms {

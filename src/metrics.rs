@@ -19,6 +19,8 @@ pub const ALERTS_REJECTED: &str = "opsclaw_alert_webhooks_rejected_total";
 pub const ALERT_GROUPS_FIRING: &str = "opsclaw_alert_groups_firing";
 pub const JOURNAL_BATCH: &str = "opsclaw_journal_batch_size";
 pub const CHANNEL_UP: &str = "opsclaw_channel_up";
+/// 1 on the replica holding the lease (`telegram.poller`), 0 on the others.
+pub const LEASE_HELD: &str = "opsclaw_lease_held";
 pub const CHANNEL_RECONNECTS: &str = "opsclaw_channel_reconnects";
 pub const CHANNEL_LAST_EVENT_AGE: &str = "opsclaw_channel_last_event_age_seconds";
 pub const LOG_SEARCH_SECONDS: &str = "opsclaw_log_search_seconds";

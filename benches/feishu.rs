@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_feishu::{APP_ID, APP_SECRET, CallKind, Callbacks, FakeFeishu, message_event};
-use support::{Bot, percentiles, wait_for};
+use support::{Bot, percentiles, reply_latencies, wait_for};
 
 /// Load driver for Feishu against the fake on 127.0.0.1.
 #[derive(clap::Parser)]
@@ -63,24 +63,19 @@ fn config(fake: &FakeFeishu, mode: &str) -> String {
     )
 }
 
+/// Latency of each reply to `om_<prefix><n>`, from `pushed[n]`.
+fn latencies(fake: &FakeFeishu, prefix: &str, pushed: &[Instant]) -> Vec<Duration> {
+    let replies = fake.calls().into_iter().filter_map(|c| match c.kind {
+        CallKind::Reply { parent, .. } => Some((parent, c.at)),
+        _ => None,
+    });
+    reply_latencies(replies, prefix, pushed)
+}
+
 async fn start_bot(fake: &FakeFeishu, mode: &str) -> Bot {
     let env =
         [("FEISHU_APP_SECRET", APP_SECRET), ("FEISHU_ENCRYPT_KEY", "bench key"), ("FEISHU_VERIFICATION_TOKEN", "vtok")];
     Bot::start(&config(fake, mode), &env).await
-}
-
-/// Latency of each reply to `om_<prefix><n>`, from `pushed[n]`.
-fn latencies(fake: &FakeFeishu, prefix: &str, pushed: &[Instant]) -> Vec<Duration> {
-    fake.calls()
-        .iter()
-        .filter_map(|c| match &c.kind {
-            CallKind::Reply { parent, .. } => {
-                let n: usize = parent.strip_prefix(&format!("om_{prefix}"))?.parse().ok()?;
-                Some(c.at.duration_since(pushed[n]))
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 async fn long_connection(args: &Args) {

@@ -25,7 +25,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fake_feishu::{APP_ID, APP_SECRET, CallKind, FakeFeishu, message_event};
-use support::{Bot, percentiles, wait_for};
+use support::{Bot, percentiles, reply_latencies, wait_for};
 
 #[derive(clap::Parser)]
 struct Args {
@@ -62,16 +62,11 @@ fn config(fake: &FakeFeishu, url: &str, i: usize) -> String {
 
 /// Latency of each reply to `om_<prefix><n>`, from `pushed[n]`.
 fn latencies(fake: &FakeFeishu, prefix: &str, pushed: &[Instant]) -> Vec<Duration> {
-    fake.calls()
-        .iter()
-        .filter_map(|c| match &c.kind {
-            CallKind::Reply { parent, .. } => {
-                let n: usize = parent.strip_prefix(&format!("om_{prefix}"))?.parse().ok()?;
-                Some(c.at.duration_since(pushed[n]))
-            }
-            _ => None,
-        })
-        .collect()
+    let replies = fake.calls().into_iter().filter_map(|c| match c.kind {
+        CallKind::Reply { parent, .. } => Some((parent, c.at)),
+        _ => None,
+    });
+    reply_latencies(replies, prefix, pushed)
 }
 
 async fn measure(args: &Args, pg: &str, replicas: usize) {

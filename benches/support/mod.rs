@@ -112,6 +112,23 @@ pub async fn paced(n: usize, rate: usize, mut push: impl FnMut(usize)) -> Durati
     started.elapsed()
 }
 
+/// How long after `pushed[n]` each reply to `om_<prefix><n>` arrived, from
+/// the replies' (parent message, arrival) pairs.
+pub fn reply_latencies(
+    replies: impl IntoIterator<Item = (String, Instant)>,
+    prefix: &str,
+    pushed: &[Instant],
+) -> Vec<Duration> {
+    let prefix = format!("om_{prefix}");
+    replies
+        .into_iter()
+        .filter_map(|(parent, at)| {
+            let n: usize = parent.strip_prefix(&prefix)?.parse().ok()?;
+            Some(at.duration_since(pushed[n]))
+        })
+        .collect()
+}
+
 pub fn percentiles(mut latencies: Vec<Duration>) -> String {
     if latencies.is_empty() {
         return "no replies matched".to_owned();

@@ -9,7 +9,7 @@ use opsclaw::alert::source::{AlertStatus, IncomingAlert, IncomingBatch, SourceKi
 use opsclaw::event::{ChatRef, PlatformKind};
 use opsclaw::store::{AlertOp, OpOutcome, Store, StormLimit, Write, Written};
 
-use super::harness::{pg_drop_schema, pg_schema, pg_url};
+use super::harness::{pg_drop_schema, pg_replicas, pg_schema, pg_url};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -190,12 +190,7 @@ async fn alert_store_on_postgres() {
 async fn concurrent_ingest_and_acks_from_three_replicas_agree() {
     let Some(url) = pg_url("concurrent_ingest_and_acks_from_three_replicas_agree") else { return };
     let (schema_url, schema) = pg_schema(&url).await;
-    let stores = [
-        Store::connect(&schema_url).await.unwrap(),
-        Store::connect(&schema_url).await.unwrap(),
-        Store::connect(&schema_url).await.unwrap(),
-    ];
-    stores[0].migrate().await.unwrap();
+    let stores = pg_replicas(&schema_url, 3).await;
     for round in 0..5 {
         let name = format!("Race{round}");
         let write = || ingest(vec![alert(&name, "db1", AlertStatus::Firing), alert(&name, "db2", AlertStatus::Firing)]);

@@ -35,6 +35,16 @@ pub async fn pg_schema(url: &str) -> (String, String) {
     (format!("{url}{sep}options=-c%20search_path%3D{schema}"), schema)
 }
 
+/// `n` stores on one database, as `n` replicas see it: each its own id and pool.
+pub async fn pg_replicas(url: &str, n: usize) -> Vec<opsclaw::store::Store> {
+    let mut stores = Vec::with_capacity(n);
+    for _ in 0..n {
+        stores.push(opsclaw::store::Store::connect(url).await.expect("PostgreSQL answers"));
+    }
+    stores[0].migrate().await.expect("migrations run");
+    stores
+}
+
 pub async fn pg_drop_schema(url: &str, schema: &str) {
     use sqlx::Executor;
     let pool = sqlx::PgPool::connect(url).await.expect("PostgreSQL answers");

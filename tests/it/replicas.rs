@@ -387,51 +387,20 @@ async fn a_rolling_restart_of_all_three_loses_nothing() {
     cluster.start_all(3).await;
     wait_until("one replica polls", || async { cluster.holder("telegram.poller").await.is_some() }).await;
 
-    let alice = FakeTelegram::user(1001, "Alice", Some("alice"));
-    let dm = FakeTelegram::private_chat(1001, "Alice");
-    let mut n_telegram = 0i64;
-    let mut n_feishu = 0usize;
+    let mut traffic = Traffic { telegram: &telegram_fake, n_telegram: 0, n_feishu: 0 };
     for round in 0..3 {
-        // Traffic before, during and after each restart.
-        for _ in 0..3 {
-            for _ in 0..20 {
-                n_telegram += 1;
-                let text = format!("/ping {n_telegram}");
-                telegram_fake
-                    .push("message", FakeTelegram::text_message(n_telegram, dm.clone(), alice.clone(), &text, None));
-                let body = message_event(
-                    &format!("ev-roll-{n_feishu}"),
-                    &format!("oc_{}", n_feishu % 7),
-                    "group",
-                    &format!("om_roll{n_feishu}"),
-                    "/ping",
-                    true,
-                );
-                post_to_any(&cluster, n_feishu, &body).await;
-                n_feishu += 1;
-            }
-            tokio::task::yield_now().await;
-        }
-        cluster.stop(round).await;
-        for _ in 0..20 {
-            n_telegram += 1;
-            let text = format!("/ping {n_telegram}");
-            telegram_fake
-                .push("message", FakeTelegram::text_message(n_telegram, dm.clone(), alice.clone(), &text, None));
-            let body = message_event(
-                &format!("ev-roll-{n_feishu}"),
-                &format!("oc_{}", n_feishu % 7),
-                "group",
-                &format!("om_roll{n_feishu}"),
-                "/ping",
-                true,
-            );
-            post_to_any(&cluster, n_feishu, &body).await;
-            n_feishu += 1;
-        }
+        traffic.send(&cluster, 60).await;
+        // SIGTERM while events keep coming: the stopping replica takes no more
+        // (its callbacks are refused, its poller stops), drains, hands back.
+        let stopping = cluster.procs[round].take().expect("replica is running");
+        let exit = tokio::spawn(stopping.terminate());
+        traffic.send(&cluster, 20).await;
+        assert!(exit.await.unwrap().success(), "replica r{round} exits cleanly");
+        traffic.send(&cluster, 20).await;
         cluster.start(round).await;
         wait_until("three replicas again", || async { cluster.live().await.len() == 3 }).await;
     }
+    let Traffic { n_telegram, n_feishu, .. } = traffic;
     let n_telegram_usize = n_telegram as usize;
     wait_until("every telegram update answered", || async { telegram_fake.sent(1001).len() >= n_telegram_usize }).await;
     wait_until("every feishu event answered", || async { replies_by_parent(&feishu).len() >= n_feishu }).await;
@@ -447,6 +416,39 @@ async fn a_rolling_restart_of_all_three_loses_nothing() {
     let conflicts = telegram_fake.calls_to("getUpdates").iter().filter(|c| c.status == 409).count();
     assert!(conflicts <= 3, "{conflicts} getUpdates conflicts over three hand-overs");
     cluster.finish().await;
+}
+
+/// `/ping` messages over Telegram and Feishu callbacks, numbered as they go.
+struct Traffic<'a> {
+    telegram: &'a FakeTelegram,
+    n_telegram: i64,
+    n_feishu: usize,
+}
+
+impl Traffic<'_> {
+    /// `n` Telegram updates and `n` Feishu callbacks, the callbacks spread
+    /// over the running replicas.
+    async fn send(&mut self, cluster: &Cluster, n: usize) {
+        let alice = FakeTelegram::user(1001, "Alice", Some("alice"));
+        let dm = FakeTelegram::private_chat(1001, "Alice");
+        for _ in 0..n {
+            self.n_telegram += 1;
+            let text = format!("/ping {}", self.n_telegram);
+            self.telegram
+                .push("message", FakeTelegram::text_message(self.n_telegram, dm.clone(), alice.clone(), &text, None));
+            let n = self.n_feishu;
+            let body = message_event(
+                &format!("ev-roll-{n}"),
+                &format!("oc_{}", n % 7),
+                "group",
+                &format!("om_roll{n}"),
+                "/ping",
+                true,
+            );
+            post_to_any(cluster, n, &body).await;
+            self.n_feishu += 1;
+        }
+    }
 }
 
 /// Posts a callback to replica `pick` (modulo the running ones), and to the

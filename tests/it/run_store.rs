@@ -5,7 +5,7 @@
 use opsclaw::event::{ChatRef, PlatformKind};
 use opsclaw::store::{Finish, NewRun, RunOp, RunOutcome, Store, Who, Write, Written};
 
-use super::harness::{pg_drop_schema, pg_schema, pg_url};
+use super::harness::{pg_drop_schema, pg_replicas, pg_schema, pg_url};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -185,12 +185,7 @@ async fn run_store_on_postgres() {
 async fn concurrent_approvals_from_three_replicas_start_a_run_once() {
     let Some(url) = pg_url("concurrent_approvals_from_three_replicas_start_a_run_once") else { return };
     let (schema_url, schema) = pg_schema(&url).await;
-    let stores = [
-        Store::connect(&schema_url).await.unwrap(),
-        Store::connect(&schema_url).await.unwrap(),
-        Store::connect(&schema_url).await.unwrap(),
-    ];
-    stores[0].migrate().await.unwrap();
+    let stores = pg_replicas(&schema_url, 3).await;
     for (round, version) in ["1.0.0", "1.0.1", "1.0.2"].into_iter().enumerate() {
         let request = RunOp::Request(Box::new(new_run(&format!("race{round}"), version, 1)));
         let RunOutcome::Requested { id, .. } = op(&stores[0], request, NOW).await else { panic!("requested") };

@@ -717,9 +717,11 @@ async fn poll_under_lease(replica: Arc<Replica>, template: Poller, stop: Cancell
     let channels = template.channels.clone();
     let held_gauge = metrics::gauge!(m::LEASE_HELD, "lease" => telegram::POLL_LEASE);
     loop {
-        channels.set_state(telegram::CHANNEL, ChannelState::Standby("another replica polls getUpdates".into()));
         held_gauge.set(0.0);
-        let Some(held) = replica.hold(telegram::POLL_LEASE, &stop).await else { break };
+        // Connecting until the lease says which: this replica polls, or another one does.
+        let standby =
+            || channels.set_state(telegram::CHANNEL, ChannelState::Standby("another replica polls getUpdates".into()));
+        let Some(held) = replica.hold(telegram::POLL_LEASE, &stop, standby).await else { break };
         held_gauge.set(1.0);
         let offset = match replica.store.cursor(telegram::OFFSET_CURSOR).await {
             Ok(offset) => offset,

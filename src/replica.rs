@@ -46,10 +46,11 @@ impl Replica {
         Ok(())
     }
 
-    /// Waits until lease `name` is this replica's, or `None` on `stop`.
+    /// Waits until lease `name` is this replica's, or `None` on `stop`;
+    /// `standby` is called when another replica turns out to hold it.
     /// A free lease is tried every heartbeat, so a released one changes hands
     /// within a heartbeat and one whose holder died within the lease time and a heartbeat.
-    pub async fn hold(&self, name: &str, stop: &CancellationToken) -> Option<Held> {
+    pub async fn hold(&self, name: &str, stop: &CancellationToken, standby: impl Fn()) -> Option<Held> {
         let ttl = self.config.lease.as_millis() as i64;
         let mut told = false;
         loop {
@@ -68,6 +69,7 @@ impl Replica {
                 }
                 Ok(None) if !told => {
                     tracing::info!(lease = name, "another replica holds the lease; standing by");
+                    standby();
                     told = true;
                 }
                 Ok(None) => {}

@@ -239,6 +239,13 @@ async fn the_telegram_lease_holder_killed_another_replica_takes_over() {
     wait_until("one replica holds the poller lease", || async { cluster.holder("telegram.poller").await.is_some() })
         .await;
     let (first, token) = cluster.holder("telegram.poller").await.unwrap();
+    // The two standing by are ready too: callbacks and webhooks may reach them.
+    for addr in &cluster.addrs {
+        wait_until("every replica ready", || async {
+            reqwest::get(format!("http://{addr}/readyz")).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
 
     let alice = FakeTelegram::user(1001, "Alice", Some("alice"));
     let dm = FakeTelegram::private_chat(1001, "Alice");

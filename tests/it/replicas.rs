@@ -292,7 +292,9 @@ async fn the_telegram_lease_holder_killed_another_replica_takes_over() {
     assert!(conflicts <= 1, "{conflicts} getUpdates conflicts (at most the dead poller's own long poll)");
     assert_ne!(second, first);
 
-    // /status names the live replicas and the lease's holder.
+    // /status names the live replicas and the lease's holder; the killed one
+    // drops out once its last heartbeat is older than the lease.
+    wait_until("the killed replica counts as gone", || async { !cluster.live().await.contains(&first) }).await;
     fake.push("message", FakeTelegram::text_message(201, dm.clone(), alice.clone(), "/status", None));
     wait_until("a status card", || async { fake.sent(1001).iter().any(|s| s.text.contains("Replicas")) }).await;
     let status = fake.sent(1001).into_iter().find(|s| s.text.contains("Replicas")).unwrap().text;

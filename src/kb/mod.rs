@@ -198,12 +198,23 @@ static ACTION_TERMS: LazyLock<Vec<String>> = LazyLock::new(|| analyze(ACTION_HEA
 /// beat 1 (see BENCHMARKS.md).
 const STOP_WEIGHT: f32 = 0.3;
 const COMPOUND_WEIGHT: f32 = 0.3;
+/// A number in a question is mostly a measured value ("IUse% at 97", "expires
+/// in 7 days", "2/5 pods"), rare in runbooks and so heavily weighed by idf,
+/// and matching it says little: it weighs like a stop word, and is not one of
+/// the question's topic words.
+const NUMBER_WEIGHT: f32 = 0.3;
+
+fn is_number(term: &str) -> bool {
+    term.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// A query term's weight in ranking: [`STOP_WEIGHT`] for a stop word,
 /// [`COMPOUND_WEIGHT`] for a CamelCase word's whole, else 1.
 fn term_weight(term: &str, compound: &HashSet<String>) -> f32 {
     if STOP_TERMS.contains(term) {
         STOP_WEIGHT
+    } else if is_number(term) {
+        NUMBER_WEIGHT
     } else if compound.contains(term) {
         COMPOUND_WEIGHT
     } else {
@@ -855,7 +866,7 @@ impl Kb {
     fn topic_terms(&self, searcher: &Searcher, terms: &[String]) -> Vec<(Term, f32)> {
         terms
             .iter()
-            .filter(|t| !STOP_TERMS.contains(*t))
+            .filter(|t| !STOP_TERMS.contains(*t) && !is_number(t))
             .map(|t| {
                 let term = Term::from_field_text(self.fields.all, t);
                 let weight = rarity(searcher, &term);
@@ -951,7 +962,7 @@ impl Kb {
         // A word of the query's shorthand counts as present when the words it stands for are.
         let stood_for: Vec<(Vec<String>, &Vec<String>)> =
             shorthand_in(query).map(|(short, long)| (analyze(short), long)).collect();
-        for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t)) {
+        for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t) && !is_number(t)) {
             let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
             total += weight;
             let mut stands_for = stood_for.iter().filter(|(short, _)| short.contains(&term));
@@ -1110,6 +1121,28 @@ mod tests {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_number_in_the_question_does_not_pick_the_sibling_that_prints_it() {
+        // Ranked among documents that share the rest of the question, the one
+        // that prints the same number must not win for it.
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "KubeClientCertificateExpiration.md",
+            "# Kube Client Certificate Expiration\n\nA client certificate expires in less than 7 days.\n",
+        );
+        write(
+            dir.path(),
+            "KubeletClientCertificateExpiration.md",
+            "# Kubelet Client Certificate Expiration\n\nThe kubelet's client certificate expires soon.\n",
+        );
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let hits = kb.search("kubelet client certificate expires in 7 days", 2).unwrap();
+        assert_eq!(hits[0].path, "KubeletClientCertificateExpiration.md", "{hits:?}");
+        assert_eq!(term_weight("7", &HashSet::new()), NUMBER_WEIGHT);
+        assert!(analyze("IUse% at 97").iter().any(|t| is_number(t)));
     }
 
     #[test]

@@ -69,6 +69,15 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("hpa", "horizontal pod autoscaler"),
     ("autoscaler", "hpa"),
     ("apiserver", "api server"),
+    // Kubernetes kinds typed in lower case, one word, as kubectl takes them;
+    // runbook titles write them CamelCase, which is split into its words.
+    ("statefulset", "stateful set"),
+    ("daemonset", "daemon set"),
+    ("replicaset", "replica set"),
+    ("configmap", "config map"),
+    ("persistentvolume", "persistent volume"),
+    ("persistentvolumeclaim", "persistent volume claim"),
+    ("cronjob", "cron job"),
     ("crashloop", "crash looping"),
     ("crashloopbackoff", "crash looping"),
     ("restart loop", "crash looping"),

@@ -86,6 +86,16 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("tx", "transmit"),
     ("rx", "receive"),
     ("up and down", "flapping"),
+    ("flipping", "flapping"),
+    ("network link", "network interface"),
+    ("nearly", "almost"),
+    ("used up", "full"),
+    ("growing", "filling up"),
+    // The stemmer keeps "failing" (fail) and "failures" (failur) apart.
+    ("failing", "failures"),
+    // An APIService object is how Kubernetes serves an aggregated API (metrics.k8s.io).
+    ("apiservice", "aggregated api"),
+    ("api service", "aggregated api"),
     ("md", "raid"),
     ("mdadm", "raid"),
     ("quorum", "insufficient members"),

@@ -91,8 +91,12 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("nearly", "almost"),
     ("used up", "full"),
     ("growing", "filling up"),
-    // The stemmer keeps "failing" (fail) and "failures" (failur) apart.
+    // The stemmer keeps "failing" (fail) and "failures" (failur) apart, and
+    // "syncing" (sync) and "synchronising" (synchronis).
     ("failing", "failures"),
+    ("syncing", "synchronising"),
+    ("unavailable", "down"),
+    ("went over", "exceeded"),
     // An APIService object is how Kubernetes serves an aggregated API (metrics.k8s.io).
     ("apiservice", "aggregated api"),
     ("api service", "aggregated api"),

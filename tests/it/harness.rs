@@ -228,13 +228,22 @@ pub async fn run_script(args: &[&str], cwd: &Path, input: &[&str]) -> String {
 }
 
 /// Polls `condition` every 10 ms until it holds; panics after [`DEADLINE`] with `what`.
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_until_within(what, DEADLINE, condition).await;
+}
+
+/// [`wait_until`] with its own deadline, for waits longer than [`DEADLINE`].
+pub async fn wait_until_within<F, Fut>(what: &str, limit: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         ticks.tick().await;
         if condition().await {

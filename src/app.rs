@@ -411,7 +411,8 @@ async fn knowledge(
 
 impl Running {
     /// Waits up to `deadline` for in-flight events and queued replies, then
-    /// stops every task. Replies still queued stay in the outbox for the next start.
+    /// stops every task. What is still pending stays in the store, handed
+    /// back: another replica takes it at once, or the next start does.
     pub async fn shutdown(self, deadline: Duration) -> anyhow::Result<()> {
         let Running { inbox, store, stats, runs, kb, draining, stop, journal, tasks, .. } = self;
         draining.cancel();

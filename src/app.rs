@@ -699,8 +699,14 @@ async fn take_over(
             }
             Err(e) => tracing::warn!(error = %e, "looking for events of gone replicas failed"),
         }
-        if let Err(e) = runs.recover().await {
-            tracing::warn!(error = %e, "looking for runs of gone replicas failed");
+        match replica.store.any_run_of_a_gone_replica(now).await {
+            Ok(true) => {
+                if let Err(e) = runs.recover().await {
+                    tracing::warn!(error = %e, "reporting runs of gone replicas failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "looking for runs of gone replicas failed"),
         }
         match replica.store.take_over_answers(now).await {
             Ok(answers) => kb.resume(answers).await,

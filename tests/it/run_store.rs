@@ -198,7 +198,13 @@ async fn concurrent_approvals_from_three_replicas_start_a_run_once() {
         let owner: String =
             sqlx::query_scalar("SELECT owner FROM runs WHERE id = $1").bind(id).fetch_one(&pool).await.unwrap();
         assert_eq!(owner, stores[started[0]].replica(), "the replica that started it runs it");
+        // Its run is another replica's to report only once it stops heartbeating.
+        stores[started[0]].register_replica("runner", NOW).await.unwrap();
+        assert!(!stores[0].any_run_of_a_gone_replica(NOW + 1_000).await.unwrap());
+        let gone = NOW + stores[0].lease_ms() + 1;
+        assert!(stores[0].any_run_of_a_gone_replica(gone).await.unwrap());
         op(&stores[started[0]], finish(id, "succeeded"), NOW).await;
+        assert!(!stores[0].any_run_of_a_gone_replica(gone).await.unwrap(), "finished");
     }
     pg_drop_schema(&url, &schema).await;
 }

@@ -62,6 +62,9 @@ impl Store {
     /// Takes over the answers still being written by a replica that is gone
     /// (a crash cut them off), oldest first: this replica writes them again.
     pub async fn take_over_answers(&self, now_ms: i64) -> Result<Vec<PendingAnswer>, StoreError> {
+        if !self.any_gone("answers", "TRUE", now_ms).await? {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE answers SET owner = $1 WHERE card_key IN (SELECT card_key FROM answers WHERE {}{}) \
              RETURNING card_key, chat_platform, chat_id, reply_to, thread_id, locale, question, created_at",

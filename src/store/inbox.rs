@@ -122,6 +122,9 @@ impl Store {
     /// handles them now. At startup on SQLite that is every pending event.
     pub async fn take_over_events(&self, now_ms: i64) -> Result<Vec<Event>, StoreError> {
         const PAGE: usize = 500;
+        if !self.any_gone("inbox", "state = 0", now_ms).await? {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE inbox SET owner = $1 WHERE event_id IN (SELECT event_id FROM inbox WHERE state = 0 AND seq > $3 \
              AND {} ORDER BY seq LIMIT {PAGE}{}) RETURNING seq, event_id, payload",

@@ -194,6 +194,9 @@ impl Store {
         limit: u32,
         now_ms: i64,
     ) -> Result<Vec<QueuedReply>, StoreError> {
+        if !self.any_gone("outbox", "state = 0", now_ms).await? {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE outbox SET owner = $1 WHERE id IN (SELECT id FROM outbox WHERE state = 0 AND id > $3 AND {} \
              ORDER BY id LIMIT $4{}) RETURNING {COLUMNS}",

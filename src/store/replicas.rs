@@ -66,6 +66,15 @@ impl Store {
         OWNER_IS_GONE.replace("{cut}", &format!("${n}"))
     }
 
+    /// Whether `table` has rows matching `filter` whose replica is gone. The
+    /// take-overs ask this first: they run every second or heartbeat, and
+    /// almost always find nothing, which then costs a read and no write (on
+    /// SQLite a write would take the lock the journal commits under).
+    pub(super) async fn any_gone(&self, table: &str, filter: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let sql = format!("SELECT 1 AS one FROM {table} WHERE {filter} AND {} LIMIT 1", Store::owner_is_gone(1));
+        Ok(sqlx::query(&sql).bind(now_ms - self.lease_ms).fetch_optional(&self.pool).await?.is_some())
+    }
+
     /// Registers this replica. On SQLite the caller holds the database's
     /// instance lock, so every other replica row is from a process that is
     /// gone: they are forgotten at once (their leases free) and their work taken over now.

@@ -744,7 +744,6 @@ impl Store {
     /// Whether a run is left `running` by a replica that is gone: the
     /// take-over writes `RunOp::Interrupt` only then.
     pub async fn any_run_of_a_gone_replica(&self, now_ms: i64) -> Result<bool, StoreError> {
-        let sql = format!("SELECT id FROM runs WHERE state = 'running' AND {} LIMIT 1", Store::owner_is_gone(1));
-        Ok(sqlx::query(&sql).bind(now_ms - self.lease_ms()).fetch_optional(&self.pool).await?.is_some())
+        self.any_gone("runs", "state = 'running'", now_ms).await
     }
 }

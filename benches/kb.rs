@@ -1,6 +1,7 @@
 //! Knowledge base benchmark: retrieval quality over `../shared/kb-corpus`
 //! with the development questions in `benches/kb_questions.tsv` and the check
-//! questions in `benches/kb_holdout.tsv`, each file on its own (recall@5 and
+//! questions in `benches/kb_holdout.tsv`, `benches/kb_fresh_a.tsv` and the
+//! held-out `benches/kb_fresh_b.tsv`, each file on its own (recall@5 and
 //! MRR@10 per language; how many right answers and off-topic questions pass the
 //! relevance bar), search latency, and the time to index 10,000 Markdown files
 //! (the corpus copied over and over, renamed).
@@ -14,8 +15,10 @@ use opsclaw::kb::config::DEFAULT_RELEVANCE;
 use opsclaw::kb::{Kb, Root};
 
 /// The question files, scored separately: the development questions ranking is
-/// tuned on, and the check questions written before tuning (see their headers).
-const QUESTIONS: [&str; 2] = ["benches/kb_questions.tsv", "benches/kb_holdout.tsv"];
+/// tuned on, the check questions written before tuning, and the fresh ones
+/// (A tuned on, B held out; see their headers).
+const QUESTIONS: [&str; 4] =
+    ["benches/kb_questions.tsv", "benches/kb_holdout.tsv", "benches/kb_fresh_a.tsv", "benches/kb_fresh_b.tsv"];
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

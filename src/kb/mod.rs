@@ -100,6 +100,49 @@ const SYNONYMS: &[(&str, &str)] = &[
     // An APIService object is how Kubernetes serves an aggregated API (metrics.k8s.io).
     ("apiservice", "aggregated api"),
     ("api service", "aggregated api"),
+    // kubectl's short names and chat abbreviations.
+    ("ds", "daemonset"),
+    ("sts", "statefulset"),
+    ("deploy", "deployment"),
+    ("ns", "namespace"),
+    ("svc", "service"),
+    ("cm", "configmap"),
+    ("sa", "serviceaccount"),
+    ("rs", "replicaset"),
+    ("cj", "cronjob"),
+    ("po", "pod"),
+    ("netpol", "network policy"),
+    ("pdb", "pod disruption budget"),
+    ("crd", "custom resource definition"),
+    ("ksm", "kube state metrics"),
+    ("prom", "prometheus"),
+    ("mem", "memory"),
+    ("ram", "memory"),
+    ("msg", "message"),
+    ("msgs", "messages"),
+    ("err", "error"),
+    ("errs", "errors"),
+    ("req", "request"),
+    ("reqs", "requests"),
+    ("conn", "connection"),
+    ("conns", "connections"),
+    ("cfg", "config"),
+    ("conf", "config"),
+    ("db", "database"),
+    ("fs", "filesystem"),
+    ("tls", "certificate"),
+    ("lb", "load balancer"),
+    ("p99", "latency"),
+    ("p95", "latency"),
+    ("laggy", "latency"),
+    ("keeps restarting", "crash looping"),
+    ("keep restarting", "crash looping"),
+    // Alertmanager calls where notifications go integrations (receivers).
+    ("slack", "notifications integration"),
+    ("pagerduty", "notifications integration"),
+    ("opsgenie", "notifications integration"),
+    ("webhook", "notifications integration"),
+    ("email", "notifications integration"),
     ("md", "raid"),
     ("mdadm", "raid"),
     ("quorum", "insufficient members"),
@@ -168,6 +211,13 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<Strin
 }
 
 const SYNONYM_WEIGHT: f32 = 0.5;
+/// What a Chinese document's score is multiplied by for a question in
+/// English: a Chinese page that only shares the English of its commands and
+/// YAML (`kubectl`, `pv`, `deployment`) with the question is rarely what an
+/// English reader wants. A Chinese question has Chinese words to match, so
+/// it needs no such rule. Measured with `cargo bench --bench kb`: 0.5 raised
+/// English MRR on every question file, Chinese unchanged (BENCHMARKS.md).
+const OTHER_LANGUAGE: f32 = 0.5;
 /// How much a document's second matching passage adds to its best one.
 const SECOND_PASSAGE: f32 = 0.3;
 /// How much a document's title the query asks about raises its score: times
@@ -295,7 +345,7 @@ fn embedded_stamp(text: &str) -> Stamp {
 const MANIFEST: &str = "opsclaw-manifest.json";
 /// Bumped when what goes into the index changes (schema, analyzer, passages):
 /// an index of another format (or another opsclaw version) is built anew.
-const INDEX_FORMAT: u32 = 2;
+const INDEX_FORMAT: u32 = 3;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ManifestFile {
@@ -578,6 +628,8 @@ struct Ranked {
     second: bool,
     entry: Option<DocAddress>,
     title: String,
+    /// Its title or best passage's heading is written in Chinese.
+    chinese: bool,
 }
 
 /// How rare `term` is in the index: its inverse document frequency.
@@ -731,31 +783,75 @@ impl Kb {
         Ok(stats)
     }
 
-    /// Terms the query's shorthand stands for, not already in `terms`.
-    fn synonyms(&self, query: &str, terms: &[String]) -> Vec<String> {
-        let mut extra: Vec<String> = Vec::new();
+    /// Terms the query's shorthand stands for, and the indexed words a
+    /// misspelt query word was meant to be, not already in `terms`, each
+    /// with its weight.
+    fn synonyms(&self, searcher: &Searcher, query: &str, terms: &[String]) -> Result<Vec<(String, f32)>, KbError> {
+        let mut extra: Vec<(String, f32)> = Vec::new();
+        let add = |term: &String, weight: f32, extra: &mut Vec<(String, f32)>| {
+            if !terms.contains(term) && !extra.iter().any(|(e, _)| e == term) {
+                extra.push((term.clone(), weight));
+            }
+        };
         for (_, long) in shorthand_in(query) {
             for t in long {
-                if !terms.contains(t) && !extra.contains(t) {
-                    extra.push(t.clone());
+                add(t, SYNONYM_WEIGHT, &mut extra);
+            }
+        }
+        for t in terms {
+            for near in self.spelt_like(searcher, t)? {
+                add(&near, 1.0, &mut extra);
+            }
+        }
+        Ok(extra)
+    }
+
+    /// For an English word of 4 letters or more that no document has: the
+    /// indexed words closest to it within one edit (two from 7 letters;
+    /// a swap of neighbours is one), starting with the same letter, as a
+    /// typo ("alertmanger", "certficate") rarely hits the first. Only
+    /// unknown words are looked at, so a right word is never replaced, and
+    /// only the terms under one letter are read.
+    fn spelt_like(&self, searcher: &Searcher, term: &str) -> Result<Vec<String>, KbError> {
+        let wanted = term.len() >= 4 && term.is_ascii() && !STOP_TERMS.contains(term) && !is_number(term);
+        if !wanted || searcher.doc_freq(&Term::from_field_text(self.fields.all, term))? > 0 {
+            return Ok(Vec::new());
+        }
+        let max = if term.len() >= 7 { 2 } else { 1 };
+        let from = &term.as_bytes()[..1];
+        let to = [from[0] + 1];
+        let mut near: Vec<(usize, String)> = Vec::new();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.all)?;
+            let mut words =
+                inverted.terms().range().ge(from).lt(to).into_stream().map_err(|e| KbError::Index(e.into()))?;
+            while words.advance() {
+                let Ok(word) = std::str::from_utf8(words.key()) else { continue };
+                if word.len() < 4 || word.len().abs_diff(term.len()) > max {
+                    continue;
+                }
+                let distance = strsim::osa_distance(term, word);
+                if distance <= max && !near.iter().any(|(_, w)| w == word) {
+                    near.push((distance, word.to_owned()));
                 }
             }
         }
-        extra
+        let closest = near.iter().map(|(d, _)| *d).min();
+        Ok(near.into_iter().filter(|(d, _)| Some(*d) == closest).map(|(_, w)| w).collect())
     }
 
     /// The query's words (and shorthand) against the passages' fields.
     fn clauses(
         &self,
         terms: &[String],
-        synonyms: &[String],
+        synonyms: &[(String, f32)],
         compound: &HashSet<String>,
     ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let fields = [(f.title, TITLE_WEIGHT), (f.aliases, ALIASES_WEIGHT), (f.heading, HEADING_WEIGHT), (f.body, 1.0)];
         for (field, boost) in fields {
-            let weighted = terms.iter().map(|t| (t, boost)).chain(synonyms.iter().map(|t| (t, boost * SYNONYM_WEIGHT)));
+            let weighted = terms.iter().map(|t| (t, boost)).chain(synonyms.iter().map(|(t, w)| (t, boost * w)));
             for (term, weight) in weighted {
                 let q = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::WithFreqs);
                 let weight = weight * term_weight(term, compound);
@@ -774,10 +870,11 @@ impl Kb {
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let synonyms = self.synonyms(query, &terms);
-        let compound = compounds(query);
-        let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
         let searcher = self.reader.searcher();
+        let synonyms = self.synonyms(&searcher, query, &terms)?;
+        let compound = compounds(query);
+        let query_text = query;
+        let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         // A document ranks by its best passage, plus a little for a second one
         // that also matches: a runbook whose several sections answer beats a
@@ -794,7 +891,8 @@ impl Kb {
                 Some(_) => {}
                 None => {
                     let title = stored(&doc, self.fields.title);
-                    ranked.push(Ranked { key, best: address, score, second: false, entry: None, title })
+                    let chinese = title.chars().chain(stored(&doc, self.fields.heading).chars()).any(tokenize::is_han);
+                    ranked.push(Ranked { key, best: address, score, second: false, entry: None, title, chinese })
                 }
             }
         }
@@ -823,8 +921,12 @@ impl Kb {
         }
         let topic = self.topic_terms(&searcher, &terms);
         let coverage = self.coverage(&searcher, &topic, &ranked)?;
+        let asks_chinese = query_text.chars().any(tokenize::is_han);
         for (r, c) in ranked.iter_mut().zip(coverage) {
             r.score *= c;
+            if r.chinese && !asks_chinese {
+                r.score *= OTHER_LANGUAGE;
+            }
         }
         // Last, the title: of siblings sharing most of the question's words,
         // the one whose title the question asks about more is the answer.
@@ -832,7 +934,8 @@ impl Kb {
         // documents within that of the `limit`-th can reach the top.
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
         let bar = ranked.get(limit - 1).map_or(0.0, |r| r.score) / (1.0 + TITLE_SHARE_WEIGHT);
-        let asked: HashSet<&str> = terms.iter().chain(&synonyms).map(String::as_str).collect();
+        let asked: HashSet<&str> =
+            terms.iter().map(String::as_str).chain(synonyms.iter().map(|(t, _)| t.as_str())).collect();
         let mut rarities = HashMap::new();
         for r in ranked.iter_mut().take_while(|r| r.score >= bar) {
             let share = self.title_share(&searcher, &r.title, &asked, &mut rarities);
@@ -847,10 +950,10 @@ impl Kb {
     fn whole_clauses(
         &self,
         terms: &[String],
-        synonyms: &[String],
+        synonyms: &[(String, f32)],
         compound: &HashSet<String>,
     ) -> Vec<(Occur, Box<dyn Query>)> {
-        let weighted = terms.iter().map(|t| (t, 1.0)).chain(synonyms.iter().map(|t| (t, SYNONYM_WEIGHT)));
+        let weighted = terms.iter().map(|t| (t, 1.0)).chain(synonyms.iter().map(|(t, w)| (t, *w)));
         weighted
             .map(|(term, weight)| {
                 let q = TermQuery::new(Term::from_field_text(self.fields.all, term), IndexRecordOption::WithFreqs);
@@ -1166,6 +1269,38 @@ mod tests {
         assert_eq!(hits[0].path, "KubeletClientCertificateExpiration.md", "{hits:?}");
         assert_eq!(term_weight("7", &HashSet::new()), NUMBER_WEIGHT);
         assert!(analyze("IUse% at 97").iter().any(|t| is_number(t)));
+    }
+
+    #[test]
+    fn a_misspelt_word_finds_the_word_it_was_meant_to_be() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "am.md", "# Alertmanager Cluster Down\n\nHalf of the Alertmanager instances are down.\n");
+        write(dir.path(), "etcd.md", "# etcd Members Down\n\nOne etcd member is down.\n");
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let searcher = kb.reader.searcher();
+        assert_eq!(kb.spelt_like(&searcher, "alertmang").unwrap(), ["alertmanag"]);
+        // A word the index has, a short word and a stop word are left as they are.
+        assert!(kb.spelt_like(&searcher, "member").unwrap().is_empty());
+        assert!(kb.spelt_like(&searcher, "dwn").unwrap().is_empty());
+        assert!(kb.spelt_like(&searcher, "about").unwrap().is_empty());
+        let hits = kb.search("alertmanger instances down", 2).unwrap();
+        assert_eq!(hits[0].path, "am.md", "{hits:?}");
+    }
+
+    #[test]
+    fn an_english_question_prefers_an_english_document_to_a_chinese_one_sharing_its_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let zh = "# 配置持久卷\n\n## 创建 PersistentVolume\n\n运行 `kubectl get pv` 查看 pv 的 status，Failed 表示回收失败。\n";
+        write(dir.path(), "zh.md", zh);
+        let en = "# Kube Persistent Volume Errors\n\nA persistent volume is in phase Failed: see its status.\n";
+        write(dir.path(), "en.md", en);
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let english = kb.search("kubectl get pv status Failed", 2).unwrap();
+        assert_eq!(english[0].path, "en.md", "{english:?}");
+        // The Chinese page matches the English words better: the rule decided it.
+        assert!(english[1].score / OTHER_LANGUAGE > english[0].score, "{english:?}");
+        let chinese = kb.search("pv 的 status 是 Failed 怎么回收", 2).unwrap();
+        assert_eq!(chinese[0].path, "zh.md", "{chinese:?}");
     }
 
     #[test]

@@ -15,10 +15,14 @@ use tantivy::tokenizer::{
 /// The analyzer's name in the index's tokenizer manager.
 pub const NAME: &str = "opsclaw";
 
-/// jieba's dictionary without its rare words (frequency under 30) and
+/// jieba's dictionary without its rare words (frequency under 200) and
 /// part-of-speech tags (`jieba-dict.NOTICE` says how it was made): about
-/// 5 MiB resident instead of the whole one's 33 MB, with the same retrieval
-/// on the Chinese questions of `cargo bench --bench kb` (BENCHMARKS.md).
+/// 2 MiB resident instead of the whole one's 33 MB, so a Chinese question
+/// keeps the process near DESIGN's 30 MB. The index and the query are cut
+/// with the same words, and the words it leaves out are cut by jieba's HMM:
+/// Chinese retrieval stays above its targets (`cargo bench --bench kb`,
+/// BENCHMARKS.md). Changing it changes how text is cut, so `INDEX_FORMAT`
+/// goes up with it.
 const DICTIONARY: &str = include_str!("jieba-dict.txt");
 
 /// Loaded on the first Han text the analyzer sees, which a knowledge base of
@@ -65,7 +69,7 @@ impl TokenStream for MixedStream {
     }
 }
 
-fn is_han(c: char) -> bool {
+pub fn is_han(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{2A6DF}')
 }
 

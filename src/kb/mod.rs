@@ -83,6 +83,9 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("restart loop", "crash looping"),
     ("notready", "not ready"),
     ("nic", "network interface"),
+    ("eth0", "network interface"),
+    ("eth1", "network interface"),
+    ("bond0", "network interface"),
     ("tx", "transmit"),
     ("rx", "receive"),
     ("up and down", "flapping"),
@@ -121,6 +124,8 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("msg", "message"),
     ("msgs", "messages"),
     ("err", "error"),
+    // Alert names shorten errors (NodeNetworkReceiveErrs).
+    ("errors", "errs"),
     ("errs", "errors"),
     ("req", "request"),
     ("reqs", "requests"),
@@ -197,16 +202,44 @@ static SHORTHAND: LazyLock<Vec<(String, Vec<String>)>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The shorthand in `query`: for each left side it has, the terms it stands for.
+/// The shorthand in `query`: for each left side it has, the terms it stands
+/// for. The words of a left side of several words may have up to
+/// `SHORTHAND_GAP` other words between them, in order, as pasted messages
+/// put them ("the connection to the server was refused").
 fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<String>)> {
     let lower = query.to_lowercase();
-    let mut words = String::from(" ");
-    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-        words.push_str(word);
-        words.push(' ');
-    }
+    // Numbers are left out: an address or a count in a pasted message
+    // ("server 10.0.0.1:6443 was refused") is not a word between.
+    let words: Vec<String> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !is_number(w))
+        .map(str::to_owned)
+        .collect();
     SHORTHAND.iter().filter(move |(short, _)| {
-        if short.is_ascii() { words.contains(short.as_str()) } else { lower.contains(short.as_str()) }
+        if short.is_ascii() { in_order(&words, short.split_whitespace()) } else { lower.contains(short.as_str()) }
+    })
+}
+
+/// How many other words may stand between the words of a shorthand's left side.
+const SHORTHAND_GAP: usize = 4;
+
+/// Whether `wanted` are in `words` in order, each within `SHORTHAND_GAP`
+/// words of the one before (the first anywhere).
+fn in_order<'a>(words: &[String], mut wanted: impl Iterator<Item = &'a str>) -> bool {
+    let Some(first) = wanted.next() else { return true };
+    let wanted: Vec<&str> = wanted.collect();
+    words.iter().enumerate().filter(|(_, w)| *w == first).any(|(start, _)| {
+        let mut at = start;
+        wanted.iter().all(|next| {
+            let window = words.iter().enumerate().skip(at + 1).take(SHORTHAND_GAP + 1);
+            match window.into_iter().find(|(_, w)| w == next) {
+                Some((i, _)) => {
+                    at = i;
+                    true
+                }
+                None => false,
+            }
+        })
     })
 }
 
@@ -1301,6 +1334,17 @@ mod tests {
         assert!(english[1].score / OTHER_LANGUAGE > english[0].score, "{english:?}");
         let chinese = kb.search("pv 的 status 是 Failed 怎么回收", 2).unwrap();
         assert_eq!(chinese[0].path, "zh.md", "{chinese:?}");
+    }
+
+    #[test]
+    fn shorthand_of_several_words_may_have_words_between_in_order() {
+        let found = |query: &str, short: &str| shorthand_in(query).any(|(s, _)| s.trim() == short);
+        assert!(found("The connection to the server 10.0.0.1:6443 was refused", "connection refused"));
+        assert!(found("accept4: too many open files", "open files"));
+        assert!(!found("refused the connection", "connection refused"));
+        assert!(!found("connection was reset, then one more retry was refused", "connection refused"));
+        // One word is a word, not part of one.
+        assert!(!found("errorsx", "errors"));
     }
 
     #[test]

@@ -831,6 +831,7 @@ impl Kb {
                 add(t, SYNONYM_WEIGHT, &mut extra);
             }
         }
+        // At full weight: the closest spelling stands for the word typed.
         for t in terms {
             for near in self.spelt_like(searcher, t)? {
                 add(&near, 1.0, &mut extra);
@@ -906,7 +907,7 @@ impl Kb {
         let searcher = self.reader.searcher();
         let synonyms = self.synonyms(&searcher, query, &terms)?;
         let compound = compounds(query);
-        let query_text = query;
+        let asks_chinese = query.chars().any(tokenize::is_han);
         let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         // A document ranks by its best passage, plus a little for a second one
@@ -954,7 +955,6 @@ impl Kb {
         }
         let topic = self.topic_terms(&searcher, &terms);
         let coverage = self.coverage(&searcher, &topic, &ranked)?;
-        let asks_chinese = query_text.chars().any(tokenize::is_han);
         for (r, c) in ranked.iter_mut().zip(coverage) {
             r.score *= c;
             if r.chinese && !asks_chinese {
@@ -1125,7 +1125,10 @@ impl Kb {
             let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
             total += weight;
             let mut stands_for = stood_for.iter().filter(|(short, _)| short.contains(&term));
-            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) {
+            // A misspelt word counts as present when a spelling search took for it is; an
+            // index read failing here only makes the passage look less relevant.
+            let respelt = || self.spelt_like(&searcher, &term).unwrap_or_default().iter().any(|t| present.contains(t));
+            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) || respelt() {
                 matched += weight;
             }
         }
@@ -1318,6 +1321,8 @@ mod tests {
         assert!(kb.spelt_like(&searcher, "about").unwrap().is_empty());
         let hits = kb.search("alertmanger instances down", 2).unwrap();
         assert_eq!(hits[0].path, "am.md", "{hits:?}");
+        // The passage says what was asked, typo and all.
+        assert_eq!(kb.relevance("alertmanger instances down", &hits[0]), 1.0);
     }
 
     #[test]

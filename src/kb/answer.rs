@@ -14,7 +14,7 @@ pub const MAX_ANSWER_CHARS: usize = 3000;
 
 /// Whether `text` is Chinese (any Han character): answers follow the question's language.
 pub fn is_chinese(text: &str) -> bool {
-    text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c) || ('\u{3400}'..='\u{4dbf}').contains(&c))
+    text.chars().any(super::tokenize::is_han)
 }
 
 /// Whether `question` asks what to do (fix, resolve, 怎么办, 处理 …), not what

@@ -907,7 +907,7 @@ impl Kb {
         let searcher = self.reader.searcher();
         let synonyms = self.synonyms(&searcher, query, &terms)?;
         let compound = compounds(query);
-        let asks_chinese = query.chars().any(tokenize::is_han);
+        let asks_chinese = answer::is_chinese(query);
         let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
         let top = searcher.search(&query, &TopDocs::with_limit(limit * 10).order_by_score())?;
         // A document ranks by its best passage, plus a little for a second one
@@ -925,7 +925,7 @@ impl Kb {
                 Some(_) => {}
                 None => {
                     let title = stored(&doc, self.fields.title);
-                    let chinese = title.chars().chain(stored(&doc, self.fields.heading).chars()).any(tokenize::is_han);
+                    let chinese = answer::is_chinese(&title) || answer::is_chinese(&stored(&doc, self.fields.heading));
                     ranked.push(Ranked { key, best: address, score, second: false, entry: None, title, chinese })
                 }
             }

@@ -189,24 +189,28 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("burn rate", "error budget burn"),
 ];
 
-/// [`SYNONYMS`] as the query is matched against them: the left side as
-/// space-separated lower-case words (` a b `, or the Chinese text), the right
-/// side as the analyzer's terms.
-static SHORTHAND: LazyLock<Vec<(String, Vec<String>)>> = LazyLock::new(|| {
+/// One of [`SYNONYMS`] as the query is matched against it.
+struct Shorthand {
+    /// The left side as written: lower-case English words, or Chinese text.
+    short: &'static str,
+    /// The left side's words, for English.
+    words: Vec<&'static str>,
+    /// The right side as the analyzer's terms.
+    long: Vec<String>,
+}
+
+static SHORTHAND: LazyLock<Vec<Shorthand>> = LazyLock::new(|| {
     SYNONYMS
         .iter()
-        .map(|(short, long)| {
-            let short = if short.is_ascii() { format!(" {short} ") } else { (*short).to_owned() };
-            (short, analyze(long))
-        })
+        .map(|&(short, long)| Shorthand { short, words: short.split_whitespace().collect(), long: analyze(long) })
         .collect()
 });
 
-/// The shorthand in `query`: for each left side it has, the terms it stands
-/// for. The words of a left side of several words may have up to
-/// `SHORTHAND_GAP` other words between them, in order, as pasted messages
-/// put them ("the connection to the server was refused").
-fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<String>)> {
+/// The shorthand in `query`: each entry whose left side it has. The words of
+/// a left side of several words may have up to `SHORTHAND_GAP` other words
+/// between them, in order, as pasted messages put them ("the connection to
+/// the server was refused").
+fn shorthand_in(query: &str) -> impl Iterator<Item = &'static Shorthand> {
     let lower = query.to_lowercase();
     // Numbers are left out: an address or a count in a pasted message
     // ("server 10.0.0.1:6443 was refused") is not a word between.
@@ -215,9 +219,9 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static (String, Vec<Strin
         .filter(|w| !w.is_empty() && !is_number(w))
         .map(str::to_owned)
         .collect();
-    SHORTHAND.iter().filter(move |(short, _)| {
-        if short.is_ascii() { in_order(&words, short.split_whitespace()) } else { lower.contains(short.as_str()) }
-    })
+    SHORTHAND
+        .iter()
+        .filter(move |s| if s.short.is_ascii() { in_order(&words, &s.words) } else { lower.contains(s.short) })
 }
 
 /// How many other words may stand between the words of a shorthand's left side.
@@ -225,20 +229,13 @@ const SHORTHAND_GAP: usize = 4;
 
 /// Whether `wanted` are in `words` in order, each within `SHORTHAND_GAP`
 /// words of the one before (the first anywhere).
-fn in_order<'a>(words: &[String], mut wanted: impl Iterator<Item = &'a str>) -> bool {
-    let Some(first) = wanted.next() else { return true };
-    let wanted: Vec<&str> = wanted.collect();
-    words.iter().enumerate().filter(|(_, w)| *w == first).any(|(start, _)| {
+fn in_order(words: &[String], wanted: &[&str]) -> bool {
+    let Some((first, rest)) = wanted.split_first() else { return true };
+    (0..words.len()).filter(|&i| words[i] == *first).any(|start| {
         let mut at = start;
-        wanted.iter().all(|next| {
-            let window = words.iter().enumerate().skip(at + 1).take(SHORTHAND_GAP + 1);
-            match window.into_iter().find(|(_, w)| w == next) {
-                Some((i, _)) => {
-                    at = i;
-                    true
-                }
-                None => false,
-            }
+        rest.iter().all(|next| {
+            let window = &words[at + 1..(at + 2 + SHORTHAND_GAP).min(words.len())];
+            window.iter().position(|w| w == next).map(|i| at += 1 + i).is_some()
         })
     })
 }
@@ -826,8 +823,8 @@ impl Kb {
                 extra.push((term.clone(), weight));
             }
         };
-        for (_, long) in shorthand_in(query) {
-            for t in long {
+        for shorthand in shorthand_in(query) {
+            for t in &shorthand.long {
                 add(t, SYNONYM_WEIGHT, &mut extra);
             }
         }
@@ -1120,7 +1117,7 @@ impl Kb {
         let (mut total, mut matched) = (0.0f32, 0.0f32);
         // A word of the query's shorthand counts as present when the words it stands for are.
         let stood_for: Vec<(Vec<String>, &Vec<String>)> =
-            shorthand_in(query).map(|(short, long)| (analyze(short), long)).collect();
+            shorthand_in(query).map(|s| (analyze(s.short), &s.long)).collect();
         for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t) && !is_number(t)) {
             let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
             total += weight;
@@ -1343,7 +1340,7 @@ mod tests {
 
     #[test]
     fn shorthand_of_several_words_may_have_words_between_in_order() {
-        let found = |query: &str, short: &str| shorthand_in(query).any(|(s, _)| s.trim() == short);
+        let found = |query: &str, short: &str| shorthand_in(query).any(|s| s.short == short);
         assert!(found("The connection to the server 10.0.0.1:6443 was refused", "connection refused"));
         assert!(found("accept4: too many open files", "open files"));
         assert!(!found("refused the connection", "connection refused"));

@@ -325,6 +325,14 @@ fn term_weight(term: &str, compound: &HashSet<String>) -> f32 {
     }
 }
 
+/// [`term_weight`] in a field: in the title a stop word weighs in full.
+/// Alert names keep words that are filler in a question ("Any" and "Some"
+/// Alertmanagers, "Not" Ready, "Too" Many): there they tell siblings apart.
+/// Measured with `cargo bench --bench kb` (BENCHMARKS.md, session 19).
+fn term_weight_in(title: bool, term: &str, compound: &HashSet<String>) -> f32 {
+    if title && STOP_TERMS.contains(term) { 1.0 } else { term_weight(term, compound) }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KbError {
     #[error("index: {0}")]
@@ -885,7 +893,7 @@ impl Kb {
             let weighted = terms.iter().map(|t| (t, boost)).chain(synonyms.iter().map(|(t, w)| (t, boost * w)));
             for (term, weight) in weighted {
                 let q = TermQuery::new(Term::from_field_text(field, term), IndexRecordOption::WithFreqs);
-                let weight = weight * term_weight(term, compound);
+                let weight = weight * term_weight_in(field == f.title, term, compound);
                 clauses.push((Occur::Should, Box::new(BoostQuery::new(Box::new(q), weight))));
             }
         }
@@ -1302,6 +1310,19 @@ mod tests {
         assert_eq!(hits[0].path, "KubeletClientCertificateExpiration.md", "{hits:?}");
         assert_eq!(term_weight("7", &HashSet::new()), NUMBER_WEIGHT);
         assert!(analyze("IUse% at 97").iter().any(|t| is_number(t)));
+    }
+
+    #[test]
+    fn a_stop_word_weighs_in_full_in_a_title_only() {
+        let none = HashSet::new();
+        let any = &analyze("any")[0];
+        assert_eq!(term_weight_in(true, any, &none), 1.0);
+        assert_eq!(term_weight_in(false, any, &none), STOP_WEIGHT);
+        // Other words weigh the same in every field.
+        let whole = compounds("NotReady");
+        let not_ready = &analyze("NotReady").into_iter().find(|t| whole.contains(t)).unwrap();
+        assert_eq!(term_weight_in(true, not_ready, &whole), COMPOUND_WEIGHT);
+        assert_eq!(term_weight_in(true, "7", &none), NUMBER_WEIGHT);
     }
 
     #[test]

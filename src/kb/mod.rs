@@ -271,7 +271,7 @@ const HEADING_WEIGHT: f32 = 1.5;
 
 /// Words that say nothing about the topic of a question: left out of the
 /// shares of topic words ([`Kb::relevance`], coverage, title share) and
-/// weighed [`STOP_WEIGHT`] in ranking.
+/// weighed [`STOP_WEIGHT`] in ranking except in titles ([`term_weight_in`]).
 const STOP_WORDS: &str = "a an the is are was were be been am do does did doing i me my we our us you your it its \
     this that these those what which who whom why how when where there here of in on at to for from by with about \
     into and or but not no so if then than can could should would will shall may might must have has had get got \

@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The `opsclaw` binary to run: this build's, or the one `OPSCLAW_BENCH_BIN`
+/// names, to compare two commits on one machine with the same driver.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("OPSCLAW_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_opsclaw").into())
+}
+
 pub struct Bot {
     pub child: Child,
     /// The address the bot logged for its HTTP listener.
@@ -24,7 +30,7 @@ impl Bot {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opsclaw"))
+        let mut child = Command::new(binary())
             .args(["run", "--config", path.to_str().unwrap()])
             .current_dir(dir.path())
             .envs(env.iter().copied())

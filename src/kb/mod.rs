@@ -241,6 +241,11 @@ fn in_order(words: &[String], wanted: &[&str]) -> bool {
 }
 
 const SYNONYM_WEIGHT: f32 = 0.5;
+/// How much a misspelt word found by its respelling counts in relevance
+/// against 1 for a word found as typed: a respelling is a guess, and an
+/// English word the runbooks do not use ("office") is respelt into one they
+/// do ("officially"), which must not make an off-topic question look answered.
+const RESPELT_RELEVANCE: f32 = 0.5;
 /// What a Chinese document's score is multiplied by for a question in
 /// English: a Chinese page that only shares the English of its commands and
 /// YAML (`kubectl`, `pv`, `deployment`) with the question is rarely what an
@@ -670,6 +675,15 @@ struct Ranked {
     chinese: bool,
 }
 
+/// One of the question's topic words while ranking: its term in the
+/// documents' entries, how rare it is, and the words that stand in for it
+/// (each stand-in counts when all its words are there).
+struct Topic {
+    term: Term,
+    weight: f32,
+    stand_ins: Vec<Vec<Term>>,
+}
+
 /// How rare `term` is in the index: its inverse document frequency.
 fn rarity(searcher: &Searcher, term: &Term) -> f32 {
     let docs = searcher.num_docs().max(1) as f32;
@@ -822,9 +836,9 @@ impl Kb {
     }
 
     /// Terms the query's shorthand stands for, and the indexed words a
-    /// misspelt query word was meant to be, not already in `terms`, each
-    /// with its weight.
-    fn synonyms(&self, searcher: &Searcher, query: &str, terms: &[String]) -> Result<Vec<(String, f32)>, KbError> {
+    /// misspelt query word was meant to be (`respelt`), not already in
+    /// `terms`, each with its weight.
+    fn synonyms(&self, query: &str, terms: &[String], respelt: &[(String, Vec<String>)]) -> Vec<(String, f32)> {
         let mut extra: Vec<(String, f32)> = Vec::new();
         let add = |term: &String, weight: f32, extra: &mut Vec<(String, f32)>| {
             if !terms.contains(term) && !extra.iter().any(|(e, _)| e == term) {
@@ -837,12 +851,25 @@ impl Kb {
             }
         }
         // At full weight: the closest spelling stands for the word typed.
-        for t in terms {
-            for near in self.spelt_like(searcher, t)? {
-                add(&near, 1.0, &mut extra);
+        for (_, near) in respelt {
+            for t in near {
+                add(t, 1.0, &mut extra);
             }
         }
-        Ok(extra)
+        extra
+    }
+
+    /// Each of `terms` that no document has, with the indexed words it was
+    /// probably meant to be ([`Kb::spelt_like`]); words with none are left out.
+    fn respellings(&self, searcher: &Searcher, terms: &[String]) -> Result<Vec<(String, Vec<String>)>, KbError> {
+        let mut out = Vec::new();
+        for t in terms {
+            let near = self.spelt_like(searcher, t)?;
+            if !near.is_empty() {
+                out.push((t.clone(), near));
+            }
+        }
+        Ok(out)
     }
 
     /// For an English word of 4 letters or more that no document has: the
@@ -910,7 +937,9 @@ impl Kb {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
-        let synonyms = self.synonyms(&searcher, query, &terms)?;
+        let respelt = self.respellings(&searcher, &terms)?;
+        let synonyms = self.synonyms(query, &terms, &respelt);
+        let topic = self.topic_terms(&searcher, query, &terms, &respelt);
         let compound = compounds(query);
         let asks_chinese = answer::is_chinese(query);
         let query = BooleanQuery::new(self.clauses(&terms, &synonyms, &compound));
@@ -958,7 +987,6 @@ impl Kb {
                 }
             };
         }
-        let topic = self.topic_terms(&searcher, &terms);
         let coverage = self.coverage(&searcher, &topic, &ranked)?;
         for (r, c) in ranked.iter_mut().zip(coverage) {
             r.score *= c;
@@ -1026,27 +1054,58 @@ impl Kb {
         if total == 0.0 { 0.0 } else { matched / total }
     }
 
-    /// The query's topic words (no stop words), each with its weight: how rare it is.
-    fn topic_terms(&self, searcher: &Searcher, terms: &[String]) -> Vec<(Term, f32)> {
+    /// The query's topic words (no stop words), each with its weight (how
+    /// rare it is) and what stands in for it: the words of its shorthand,
+    /// the spellings it was meant to be.
+    fn topic_terms(
+        &self,
+        searcher: &Searcher,
+        query: &str,
+        terms: &[String],
+        respelt: &[(String, Vec<String>)],
+    ) -> Vec<Topic> {
+        let all = |text: &String| Term::from_field_text(self.fields.all, text);
+        let shorthand: Vec<(Vec<String>, &Vec<String>)> =
+            shorthand_in(query).map(|s| (analyze(s.short), &s.long)).collect();
         terms
             .iter()
             .filter(|t| !STOP_TERMS.contains(*t) && !is_number(t))
             .map(|t| {
-                let term = Term::from_field_text(self.fields.all, t);
+                let term = all(t);
                 let weight = rarity(searcher, &term);
-                (term, weight)
+                let mut stand_ins: Vec<Vec<Term>> = shorthand
+                    .iter()
+                    .filter(|(short, _)| short.contains(t))
+                    .map(|(_, long)| long.iter().map(all).collect())
+                    .collect();
+                if let Some((_, near)) = respelt.iter().find(|(typed, _)| typed == t) {
+                    stand_ins.extend(near.iter().map(|n| vec![all(n)]));
+                }
+                Topic { term, weight, stand_ins }
             })
             .collect()
     }
 
     /// For each ranked document, the weighed share of `topic` its own entry
-    /// has (1 when the query has no topic words), read from the postings.
-    fn coverage(&self, searcher: &Searcher, topic: &[(Term, f32)], ranked: &[Ranked]) -> Result<Vec<f32>, KbError> {
-        let total: f32 = topic.iter().map(|(_, w)| w).sum();
+    /// has (1 when the query has no topic words), read from the postings. A
+    /// topic word counts as there when all the words of one of its stand-ins
+    /// are: a runbook that says "RAID" answers a question that says "md".
+    fn coverage(&self, searcher: &Searcher, topic: &[Topic], ranked: &[Ranked]) -> Result<Vec<f32>, KbError> {
+        let total: f32 = topic.iter().map(|t| t.weight).sum();
         if total == 0.0 {
             return Ok(vec![1.0; ranked.len()]);
         }
-        let mut matched = vec![0.0f32; ranked.len()];
+        // Every term to look up, once: the topic words and their stand-ins.
+        let mut wanted: Vec<&Term> = Vec::new();
+        for t in topic {
+            for term in std::iter::once(&t.term).chain(t.stand_ins.iter().flatten()) {
+                if !wanted.contains(&term) {
+                    wanted.push(term);
+                }
+            }
+        }
+        // has[i][j]: ranked document i has wanted term j.
+        let mut has = vec![vec![false; wanted.len()]; ranked.len()];
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let mut local: Vec<(u32, usize)> = ranked
                 .iter()
@@ -1058,7 +1117,7 @@ impl Kb {
             }
             local.sort_unstable();
             let inverted = segment.inverted_index(self.fields.all)?;
-            for (term, weight) in topic {
+            for (j, term) in wanted.iter().enumerate() {
                 let postings = inverted.read_postings(term, IndexRecordOption::Basic);
                 let postings = postings.map_err(|e| KbError::Index(e.into()))?;
                 let Some(mut postings) = postings else { continue };
@@ -1067,12 +1126,24 @@ impl Kb {
                         postings.seek(doc);
                     }
                     if postings.doc() == doc {
-                        matched[i] += weight;
+                        has[i][j] = true;
                     }
                 }
             }
         }
-        Ok(matched.into_iter().map(|m| m / total).collect())
+        let at = |term: &Term| wanted.iter().position(|w| *w == term).expect("every topic term is wanted");
+        Ok(has
+            .iter()
+            .map(|has| {
+                let there = |term: &Term| has[at(term)];
+                let matched: f32 = topic
+                    .iter()
+                    .filter(|t| there(&t.term) || t.stand_ins.iter().any(|s| s.iter().all(there)))
+                    .map(|t| t.weight)
+                    .sum();
+                matched / total
+            })
+            .collect())
     }
 
     fn snippets(&self, searcher: &Searcher, query: &dyn Query) -> Result<SnippetGenerator, KbError> {
@@ -1133,8 +1204,10 @@ impl Kb {
             // A misspelt word counts as present when a spelling search took for it is; an
             // index read failing here only makes the passage look less relevant.
             let respelt = || self.spelt_like(&searcher, &term).unwrap_or_default().iter().any(|t| present.contains(t));
-            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) || respelt() {
+            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) {
                 matched += weight;
+            } else if respelt() {
+                matched += RESPELT_RELEVANCE * weight;
             }
         }
         if total == 0.0 { 0.0 } else { matched / total }
@@ -1313,6 +1386,19 @@ mod tests {
     }
 
     #[test]
+    fn a_document_has_a_shorthand_word_when_it_has_what_the_word_stands_for() {
+        // "mdadm" stands for RAID: the RAID runbook covers the question's
+        // rarest word, though it never writes it, and beats the document that
+        // shares only the question's common words.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "NodeRAIDDegraded.md", "# Node RAID Degraded\n\nThe RAID device lost a disk.\n");
+        write(dir.path(), "StorageArray.md", "# Storage Array\n\nThe array of volumes is degraded.\n");
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let hits = kb.search("mdadm array is degraded", 2).unwrap();
+        assert_eq!(hits[0].path, "NodeRAIDDegraded.md", "{hits:?}");
+    }
+
+    #[test]
     fn a_stop_word_weighs_in_full_in_a_title_only() {
         let none = HashSet::new();
         let any = &analyze("any")[0];
@@ -1339,8 +1425,11 @@ mod tests {
         assert!(kb.spelt_like(&searcher, "about").unwrap().is_empty());
         let hits = kb.search("alertmanger instances down", 2).unwrap();
         assert_eq!(hits[0].path, "am.md", "{hits:?}");
-        // The passage says what was asked, typo and all.
-        assert_eq!(kb.relevance("alertmanger instances down", &hits[0]), 1.0);
+        // The passage says what was asked, the typo counting for less than a
+        // word found as typed, more than a word nowhere.
+        let typo = kb.relevance("alertmanger instances down", &hits[0]);
+        let unknown = kb.relevance("zqxwvutsr instances down", &hits[0]);
+        assert!(unknown < typo && typo < 1.0, "{unknown} {typo}");
     }
 
     #[test]

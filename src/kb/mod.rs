@@ -45,9 +45,11 @@ const WRITER_MEMORY: usize = 64 * 1024 * 1024;
 /// An update touches a few files: one indexing thread at tantivy's smallest budget.
 const UPDATE_WRITER_MEMORY: usize = 15_000_000;
 /// Ops shorthand, error messages people paste, and the words runbooks use
-/// for them. A query that has the left side (a word or words in a row;
-/// Chinese anywhere in the text) also looks for the right side's words, at
-/// `SYNONYM_WEIGHT`.
+/// for them. A query that has the left side (a word, or words in order a
+/// few apart, compared as stemmed: "restarting in a loop" has "restart
+/// loop"; Chinese anywhere in the text) also looks for the right side's
+/// words, at `SYNONYM_WEIGHT`, and a document that has those words counts as
+/// having the left side's.
 const SYNONYMS: &[(&str, &str)] = &[
     ("ntp", "clock synchronising"),
     ("drift", "clock skew"),
@@ -239,8 +241,8 @@ const SYNONYMS: &[(&str, &str)] = &[
 struct Shorthand {
     /// The left side as written: lower-case English words, or Chinese text.
     short: &'static str,
-    /// The left side's words, for English.
-    words: Vec<&'static str>,
+    /// The left side's words, for English, stemmed as the query's are.
+    words: Vec<String>,
     /// The right side as the analyzer's terms.
     long: Vec<String>,
 }
@@ -248,7 +250,11 @@ struct Shorthand {
 static SHORTHAND: LazyLock<Vec<Shorthand>> = LazyLock::new(|| {
     SYNONYMS
         .iter()
-        .map(|&(short, long)| Shorthand { short, words: short.split_whitespace().collect(), long: analyze(long) })
+        .map(|&(short, long)| Shorthand {
+            short,
+            words: short.split_whitespace().map(stem).collect(),
+            long: analyze(long),
+        })
         .collect()
 });
 
@@ -260,14 +266,16 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static Shorthand> {
     let lower = query.to_lowercase();
     // Numbers are left out: an address or a count in a pasted message
     // ("server 10.0.0.1:6443 was refused") is not a word between.
-    let words: Vec<String> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !is_number(w))
-        .map(str::to_owned)
-        .collect();
+    let words: Vec<String> =
+        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && !is_number(w)).map(stem).collect();
     SHORTHAND
         .iter()
         .filter(move |s| if s.short.is_ascii() { in_order(&words, &s.words) } else { lower.contains(s.short) })
+}
+
+/// One lower-case word as the analyzer stems it ("restarting" → "restart").
+fn stem(word: &str) -> String {
+    analyze(word).into_iter().next().unwrap_or_default()
 }
 
 /// How many other words may stand between the words of a shorthand's left side.
@@ -275,7 +283,7 @@ const SHORTHAND_GAP: usize = 4;
 
 /// Whether `wanted` are in `words` in order, each within `SHORTHAND_GAP`
 /// words of the one before (the first anywhere).
-fn in_order(words: &[String], wanted: &[&str]) -> bool {
+fn in_order(words: &[String], wanted: &[String]) -> bool {
     let Some((first, rest)) = wanted.split_first() else { return true };
     (0..words.len()).filter(|&i| words[i] == *first).any(|start| {
         let mut at = start;
@@ -1505,6 +1513,8 @@ mod tests {
         assert!(!found("connection was reset, then one more retry was refused", "connection refused"));
         // One word is a word, not part of one.
         assert!(!found("errorsx", "errors"));
+        // Words match as the analyzer stems them.
+        assert!(found("alertmanager pods restarting in a loop", "restart loop"));
     }
 
     #[test]

@@ -925,9 +925,9 @@ impl Kb {
                 extra.push((term.clone(), weight));
             }
         };
+        let weight = if answer::is_chinese(query) { CHINESE_SYNONYM_WEIGHT } else { SYNONYM_WEIGHT };
         for shorthand in shorthand_in(query) {
             for t in &shorthand.long {
-                let weight = if answer::is_chinese(query) { CHINESE_SYNONYM_WEIGHT } else { SYNONYM_WEIGHT };
                 add(t, weight, &mut extra);
             }
         }

@@ -34,7 +34,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::snippet::{Snippet, SnippetGenerator};
-use tantivy::tokenizer::TokenStream;
+use tantivy::tokenizer::{TextAnalyzer, TokenStream};
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Searcher, TantivyDocument, Term, doc};
 
 /// Files larger than this are skipped (with a log line): runbooks are not that big.
@@ -48,7 +48,8 @@ const UPDATE_WRITER_MEMORY: usize = 15_000_000;
 /// for them. A query that has the left side (a word, or words in order a
 /// few apart, compared as stemmed: "restarting in a loop" has "restart
 /// loop"; Chinese anywhere in the text) also looks for the right side's
-/// words, at `SYNONYM_WEIGHT`, and a document that has those words counts as
+/// words, at `SYNONYM_WEIGHT` (`CHINESE_SYNONYM_WEIGHT` for a Chinese
+/// question), and a document that has those words counts as
 /// having the left side's.
 const SYNONYMS: &[(&str, &str)] = &[
     ("ntp", "clock synchronising"),
@@ -257,6 +258,8 @@ struct Shorthand {
     short: &'static str,
     /// The left side's words, for English, stemmed as the query's are.
     words: Vec<String>,
+    /// The left side as the analyzer's terms: the query terms it stands in for.
+    terms: Vec<String>,
     /// The right side as the analyzer's terms.
     long: Vec<String>,
 }
@@ -264,10 +267,14 @@ struct Shorthand {
 static SHORTHAND: LazyLock<Vec<Shorthand>> = LazyLock::new(|| {
     SYNONYMS
         .iter()
-        .map(|&(short, long)| Shorthand {
-            short,
-            words: short.split_whitespace().map(stem).collect(),
-            long: analyze(long),
+        .map(|&(short, long)| {
+            let mut analyzer = tokenize::analyzer();
+            Shorthand {
+                short,
+                words: short.split_whitespace().map(|w| stem(&mut analyzer, w)).collect(),
+                terms: analyze(short),
+                long: analyze(long),
+            }
         })
         .collect()
 });
@@ -280,16 +287,20 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static Shorthand> {
     let lower = query.to_lowercase();
     // Numbers are left out: an address or a count in a pasted message
     // ("server 10.0.0.1:6443 was refused") is not a word between.
-    let words: Vec<String> =
-        lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty() && !is_number(w)).map(stem).collect();
+    let mut analyzer = tokenize::analyzer();
+    let words: Vec<String> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !is_number(w))
+        .map(|w| stem(&mut analyzer, w))
+        .collect();
     SHORTHAND
         .iter()
         .filter(move |s| if s.short.is_ascii() { in_order(&words, &s.words) } else { lower.contains(s.short) })
 }
 
-/// One lower-case word as the analyzer stems it ("restarting" → "restart").
-fn stem(word: &str) -> String {
-    analyze(word).into_iter().next().unwrap_or_default()
+/// One lower-case word as `analyzer` stems it ("restarting" → "restart").
+fn stem(analyzer: &mut TextAnalyzer, word: &str) -> String {
+    analyzer.token_stream(word).next().map(|t| t.text.clone()).unwrap_or_default()
 }
 
 /// How many other words may stand between the words of a shorthand's left side.
@@ -1146,8 +1157,7 @@ impl Kb {
         respelt: &[(String, Vec<String>)],
     ) -> Vec<Topic> {
         let all = |text: &String| Term::from_field_text(self.fields.all, text);
-        let shorthand: Vec<(Vec<String>, &Vec<String>)> =
-            shorthand_in(query).map(|s| (analyze(s.short), &s.long)).collect();
+        let shorthand: Vec<&Shorthand> = shorthand_in(query).collect();
         terms
             .iter()
             .filter(|t| !STOP_TERMS.contains(*t) && !is_number(t))
@@ -1156,8 +1166,8 @@ impl Kb {
                 let weight = rarity(searcher, &term);
                 let mut stand_ins: Vec<Vec<Term>> = shorthand
                     .iter()
-                    .filter(|(short, _)| short.contains(t))
-                    .map(|(_, long)| long.iter().map(all).collect())
+                    .filter(|s| s.terms.contains(t))
+                    .map(|s| s.long.iter().map(all).collect())
                     .collect();
                 if let Some((_, near)) = respelt.iter().find(|(typed, _)| typed == t) {
                     stand_ins.extend(near.iter().map(|n| vec![all(n)]));
@@ -1276,16 +1286,15 @@ impl Kb {
         let found = |t: &String| present.contains(t) || (answer::is_chinese(t) && all.contains(t.as_str()));
         let (mut total, mut matched) = (0.0f32, 0.0f32);
         // A word of the query's shorthand counts as present when the words it stands for are.
-        let stood_for: Vec<(Vec<String>, &Vec<String>)> =
-            shorthand_in(query).map(|s| (analyze(s.short), &s.long)).collect();
+        let stood_for: Vec<&Shorthand> = shorthand_in(query).collect();
         for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t) && !is_number(t)) {
             let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
             total += weight;
-            let mut stands_for = stood_for.iter().filter(|(short, _)| short.contains(&term));
+            let mut stands_for = stood_for.iter().filter(|s| s.terms.contains(&term));
             // A misspelt word counts as present when a spelling search took for it is; an
             // index read failing here only makes the passage look less relevant.
             let respelt = || self.spelt_like(&searcher, &term).unwrap_or_default().iter().any(|t| present.contains(t));
-            if found(&term) || stands_for.any(|(_, long)| long.iter().all(|t| present.contains(t))) {
+            if found(&term) || stands_for.any(|s| s.long.iter().all(|t| present.contains(t))) {
                 matched += weight;
             } else if respelt() {
                 matched += RESPELT_RELEVANCE * weight;

@@ -250,6 +250,30 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("cannot list", "list errors"),
     ("failed to watch", "watch errors"),
     ("cannot watch", "watch errors"),
+    // Chat words for what runbooks name otherwise.
+    ("am", "alertmanager"),
+    ("batch", "job"),
+    ("gone", "down"),
+    ("vanished", "down"),
+    ("peer", "members"),
+    ("peers", "members"),
+    ("call", "request"),
+    ("calls", "requests"),
+    ("bump", "update"),
+    ("bumped", "updated"),
+    ("receiver", "notifications integration"),
+    ("receivers", "notifications integration"),
+    ("stuck pending", "scheduler"),
+    ("metrics api", "aggregated api"),
+    ("kubectl top", "aggregated api"),
+    ("went flat", "ingesting samples"),
+    ("flatlined", "ingesting samples"),
+    ("no new data", "ingesting samples"),
+    ("too many requests", "terminated requests"),
+    ("minutes ahead", "clock skew"),
+    ("minutes behind", "clock skew"),
+    ("seconds ahead", "clock skew"),
+    ("seconds behind", "clock skew"),
 ];
 
 /// One of [`SYNONYMS`] as the query is matched against it.
@@ -292,6 +316,10 @@ fn shorthand_in(query: &str) -> impl Iterator<Item = &'static Shorthand> {
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty() && !is_number(w))
         .map(|w| stem(&mut analyzer, w))
+        .collect();
+    // "am" is Alertmanager in chat ("2 of 3 am pods"), except after "i".
+    let words: Vec<String> = (0..words.len())
+        .map(|i| if words[i] == "am" && i > 0 && words[i - 1] == "i" { String::new() } else { words[i].clone() })
         .collect();
     SHORTHAND
         .iter()
@@ -357,6 +385,23 @@ const TITLE_SHARE_WEIGHT: f32 = 0.5;
 /// document has (measured with `cargo bench --bench kb`: the share as a plain
 /// factor beat its square and cube, and 0.3 beat 0.6 and 1 here).
 const WHOLE_WEIGHT: f32 = 0.3;
+/// The same for a Chinese question. A task page is long and its words are
+/// spread over its sections, and jieba cuts a question into words each of
+/// which may sit in another section: the page as a whole tells more than its
+/// best passage. Measured with `cargo bench --bench kb` (session 21, with
+/// `--baseline`): at 0.3 plain BM25 over whole pages beat this ranking on the
+/// fresh E questions (MRR 0.80 against 0.69); 10 beat 0.3, 1, 3, 5 and 30 on
+/// the Chinese questions of the tuned-on files together.
+const CHINESE_WHOLE_WEIGHT: f32 = 10.0;
+/// An English document longer than `LONG_DOCUMENT` words has its score
+/// times (`LONG_DOCUMENT` / length) ^ `LENGTH_PENALTY`: a long runbook has
+/// some of any question's words by chance (Kube Persistent Volume Filling Up,
+/// 700 words, came second for questions about stateful sets and jobs).
+/// Measured with `cargo bench --bench kb` (session 21): 300 and 0.3 raised
+/// English MRR on the tuned-on files together, 0.5 / 150 and 0.3 / 100 less
+/// evenly; on Chinese questions any such rule lowered MRR.
+const LONG_DOCUMENT: f32 = 300.0;
+const LENGTH_PENALTY: f32 = 0.3;
 
 /// Field weights against the body's 1: where a word appears says how much it
 /// tells (measured with `cargo bench --bench kb`; higher title weights let
@@ -721,6 +766,27 @@ pub struct Kb {
     manifest: Mutex<HashMap<String, Stamp>>,
 }
 
+/// What a pasted log line carries besides its message: logfmt's time, level
+/// and source fields, klog's header (`E0301 04:02:17.889 manager.go:488]`),
+/// Go source locations and RFC 3339 times. A runbook quoting some other log
+/// line has those words too ("level error ts caller msg"), so they found it
+/// for every pasted line.
+static LOG_NOISE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(concat!(
+        r#"\b(?:ts|time|caller|level|lvl)=(?:"[^"]*"|\S+)"#,
+        r#"|\b(?:msg|err|component)="#,
+        r"|\b[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d+\s+(?:\d+\s+)?[\w.-]+\.go:\d+\]",
+        r"|[\w-]+\.go:\d+",
+        r"|\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?",
+    ))
+    .expect("the log noise pattern compiles")
+});
+
+/// `query` without [`LOG_NOISE`].
+fn without_log_noise(query: &str) -> std::borrow::Cow<'_, str> {
+    LOG_NOISE.replace_all(query, " ")
+}
+
 /// The terms of `text` as the analyzer makes them, without repeats.
 fn analyze(text: &str) -> Vec<String> {
     let mut analyzer = tokenize::analyzer();
@@ -1024,6 +1090,7 @@ impl Kb {
         if query.chars().count() > MAX_QUERY_CHARS {
             return Err(KbError::QueryTooLong);
         }
+        let query = &*without_log_noise(query);
         let terms = analyze(query);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -1069,7 +1136,7 @@ impl Kb {
         for r in &mut ranked {
             r.entry = match whole_scores.get(&r.key) {
                 Some(&(score, address)) => {
-                    r.score += WHOLE_WEIGHT * score;
+                    r.score += if asks_chinese { CHINESE_WHOLE_WEIGHT } else { WHOLE_WEIGHT } * score;
                     Some(address)
                 }
                 None => {
@@ -1080,7 +1147,11 @@ impl Kb {
             };
         }
         let coverage = self.coverage(&searcher, &topic, &ranked)?;
-        for (r, c) in ranked.iter_mut().zip(coverage) {
+        // An English runbook's length: see `LONG_DOCUMENT`. Chinese task
+        // pages are long by nature, and their length tells nothing.
+        let lengths = if asks_chinese { vec![0; ranked.len()] } else { self.lengths(&searcher, &ranked)? };
+        for ((r, c), length) in ranked.iter_mut().zip(coverage).zip(lengths) {
+            r.score *= (LONG_DOCUMENT / (length as f32).max(LONG_DOCUMENT)).powf(LENGTH_PENALTY);
             r.score *= c;
             if r.chinese && !asks_chinese {
                 r.score *= OTHER_LANGUAGE;
@@ -1237,6 +1308,26 @@ impl Kb {
             .collect())
     }
 
+    /// Each ranked document's length in words (its own entry's, as the
+    /// index's field norm keeps it; 0 when it has none).
+    fn lengths(&self, searcher: &Searcher, ranked: &[Ranked]) -> Result<Vec<u32>, KbError> {
+        let mut norms = HashMap::new();
+        ranked
+            .iter()
+            .map(|r| {
+                let Some(address) = r.entry else { return Ok(0) };
+                let ord = address.segment_ord;
+                let reader = match norms.entry(ord) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(searcher.segment_reader(ord).get_fieldnorms_reader(self.fields.all)?)
+                    }
+                };
+                Ok(reader.fieldnorm(address.doc_id))
+            })
+            .collect()
+    }
+
     fn snippets(&self, searcher: &Searcher, query: &dyn Query) -> Result<SnippetGenerator, KbError> {
         let mut snippets = SnippetGenerator::create(searcher, query, self.fields.body)?;
         snippets.set_max_num_chars(200);
@@ -1279,6 +1370,7 @@ impl Kb {
     /// rare it is in the index, counting a shorthand word as present when the
     /// words it stands for are. Used to tell "nothing relevant" from a weak match.
     pub fn relevance(&self, query: &str, hit: &Hit) -> f32 {
+        let query = &*without_log_noise(query);
         let searcher = self.reader.searcher();
         let all = format!("{}\n{}\n{}\n{}", hit.title, hit.aliases, hit.heading, hit.text);
         let present: HashSet<String> = analyze(&all).into_iter().collect();
@@ -1536,6 +1628,57 @@ mod tests {
         assert!(english[1].score / OTHER_LANGUAGE > english[0].score, "{english:?}");
         let chinese = kb.search("pv 的 status 是 Failed 怎么回收", 2).unwrap();
         assert_eq!(chinese[0].path, "zh.md", "{chinese:?}");
+    }
+
+    #[test]
+    fn a_pasted_log_line_is_searched_by_its_message_not_its_fields() {
+        // The runbook quoting another logfmt line shares the pasted line's
+        // field names and level; the one about its message must win.
+        let dir = tempfile::tempdir().unwrap();
+        let quoting = "# Config Reload Failed\n\n```\nlevel=error ts=2021-09-24T11:24:52Z caller=runutil.go:101 \
+            msg=\"function failed\" err=\"connection refused\"\n```\n";
+        write(dir.path(), "reload.md", quoting);
+        write(
+            dir.path(),
+            "tsdb.md",
+            "# TSDB Blocks Not Loading\n\nPrometheus cannot open a block: meta.json missing.\n",
+        );
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let pasted = r#"level=error ts=2024-03-11T02:58:10.114Z caller=db.go:1021 component=tsdb msg="Failed to open block" err="open meta.json: no such file""#;
+        let hits = kb.search(pasted, 2).unwrap();
+        assert_eq!(hits[0].path, "tsdb.md", "{hits:?}");
+        assert_eq!(
+            without_log_noise(pasted).split_whitespace().collect::<Vec<_>>().join(" "),
+            r#"tsdb "Failed to open block" "open meta.json: no such file""#
+        );
+        let klog = "E0301 04:02:17.889 certificate_manager.go:488] Failed while requesting a certificate";
+        assert_eq!(without_log_noise(klog).trim(), "Failed while requesting a certificate");
+        // Words that only look like fields stay.
+        assert_eq!(without_log_noise("timeout=30s level 3"), "timeout=30s level 3");
+    }
+
+    #[test]
+    fn am_is_alertmanager_except_after_i() {
+        let found = |query: &str| shorthand_in(query).any(|s| s.short == "am");
+        assert!(found("2 of our 3 am pods are gone"));
+        assert!(found("am replicas disagree"));
+        assert!(!found("i am seeing pods restart"));
+    }
+
+    #[test]
+    fn a_long_english_document_scores_less_for_the_same_words() {
+        // The same title and passage; the long one also has 2,000 words
+        // about nothing asked. Its whole entry alone would put it at about
+        // 0.8 of the short one; its length puts it under 0.6.
+        let dir = tempfile::tempdir().unwrap();
+        let passage = "# Job Completion\n\nA batch job runs longer than expected.\n";
+        write(dir.path(), "short.md", passage);
+        let filler = "other unrelated filler text ".repeat(500);
+        write(dir.path(), "long.md", &format!("{passage}\n## Notes\n\n{filler}\n"));
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let hits = kb.search("batch job runs longer", 2).unwrap();
+        assert_eq!(hits.iter().map(|h| h.path.as_str()).collect::<Vec<_>>(), ["short.md", "long.md"], "{hits:?}");
+        assert!(hits[1].score < 0.6 * hits[0].score, "{hits:?}");
     }
 
     #[test]

@@ -782,9 +782,21 @@ static LOG_NOISE: LazyLock<regex::Regex> = LazyLock::new(|| {
     .expect("the log noise pattern compiles")
 });
 
-/// `query` without [`LOG_NOISE`].
-fn without_log_noise(query: &str) -> std::borrow::Cow<'_, str> {
-    LOG_NOISE.replace_all(query, " ")
+/// A count of pods as "N of M" or "N/M" ("only 1 of its 3 pods", "2/5
+/// pods available", "0/1 ready"): runbooks say replicas for it.
+static PODS_OF: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(concat!(
+        r"(?i)\b\d+\s*(?:/|of|out of)\s*(?:(?:its|the|our|my|all)\s+)?\d+\b",
+        r"(?:\s+\w+)?\s+(?:pods|replicas|ready|available|up|running)\b",
+    ))
+    .expect("the pod count pattern compiles")
+});
+
+/// `query` as it is searched: without [`LOG_NOISE`], and with "replicas"
+/// when it counts pods ([`PODS_OF`]).
+fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
+    let query = LOG_NOISE.replace_all(query, " ");
+    if PODS_OF.is_match(&query) { format!("{query} replicas").into() } else { query }
 }
 
 /// The terms of `text` as the analyzer makes them, without repeats.
@@ -1090,7 +1102,7 @@ impl Kb {
         if query.chars().count() > MAX_QUERY_CHARS {
             return Err(KbError::QueryTooLong);
         }
-        let query = &*without_log_noise(query);
+        let query = &*as_searched(query);
         let terms = analyze(query);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -1370,7 +1382,7 @@ impl Kb {
     /// rare it is in the index, counting a shorthand word as present when the
     /// words it stands for are. Used to tell "nothing relevant" from a weak match.
     pub fn relevance(&self, query: &str, hit: &Hit) -> f32 {
-        let query = &*without_log_noise(query);
+        let query = &*as_searched(query);
         let searcher = self.reader.searcher();
         let all = format!("{}\n{}\n{}\n{}", hit.title, hit.aliases, hit.heading, hit.text);
         let present: HashSet<String> = analyze(&all).into_iter().collect();
@@ -1648,13 +1660,17 @@ mod tests {
         let hits = kb.search(pasted, 2).unwrap();
         assert_eq!(hits[0].path, "tsdb.md", "{hits:?}");
         assert_eq!(
-            without_log_noise(pasted).split_whitespace().collect::<Vec<_>>().join(" "),
+            as_searched(pasted).split_whitespace().collect::<Vec<_>>().join(" "),
             r#"tsdb "Failed to open block" "open meta.json: no such file""#
         );
         let klog = "E0301 04:02:17.889 certificate_manager.go:488] Failed while requesting a certificate";
-        assert_eq!(without_log_noise(klog).trim(), "Failed while requesting a certificate");
+        assert_eq!(as_searched(klog).trim(), "Failed while requesting a certificate");
         // Words that only look like fields stay.
-        assert_eq!(without_log_noise("timeout=30s level 3"), "timeout=30s level 3");
+        assert_eq!(as_searched("timeout=30s level 3"), "timeout=30s level 3");
+        // A count of pods is asked about replicas.
+        assert_eq!(as_searched("only 1 of its 3 pods for an hour"), "only 1 of its 3 pods for an hour replicas");
+        assert_eq!(as_searched("web 0/1 ready"), "web 0/1 ready replicas");
+        assert_eq!(as_searched("1 of 3 nodes"), "1 of 3 nodes");
     }
 
     #[test]

@@ -274,6 +274,10 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("minutes behind", "clock skew"),
     ("seconds ahead", "clock skew"),
     ("seconds behind", "clock skew"),
+    ("stopped storing", "ingesting samples"),
+    ("not storing", "ingesting samples"),
+    ("restart count", "crash looping"),
+    ("wal", "fsync"),
 ];
 
 /// One of [`SYNONYMS`] as the query is matched against it.

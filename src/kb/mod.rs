@@ -394,8 +394,8 @@ const WHOLE_WEIGHT: f32 = 0.3;
 /// which may sit in another section: the page as a whole tells more than its
 /// best passage. Measured with `cargo bench --bench kb` (session 21, with
 /// `--baseline`): at 0.3 plain BM25 over whole pages beat this ranking on the
-/// fresh E questions (MRR 0.80 against 0.69); 10 beat 0.3, 1, 3, 5 and 30 on
-/// the Chinese questions of the tuned-on files together.
+/// fresh E questions (MRR 0.80 against 0.69); 10 beat 0.3, 1, 3, 5 and 30 (15
+/// about equal) on the Chinese questions of the tuned-on files together.
 const CHINESE_WHOLE_WEIGHT: f32 = 10.0;
 /// An English document longer than `LONG_DOCUMENT` words has its score
 /// times (`LONG_DOCUMENT` / length) ^ `LENGTH_PENALTY`: a long runbook has
@@ -1688,8 +1688,8 @@ mod tests {
     #[test]
     fn a_long_english_document_scores_less_for_the_same_words() {
         // The same title and passage; the long one also has 2,000 words
-        // about nothing asked. Its whole entry alone would put it at about
-        // 0.8 of the short one; its length puts it under 0.6.
+        // about nothing asked. Its whole entry alone puts it at 0.86 of the
+        // short one (measured with LENGTH_PENALTY at 0); its length, under 0.6.
         let dir = tempfile::tempdir().unwrap();
         let passage = "# Job Completion\n\nA batch job runs longer than expected.\n";
         write(dir.path(), "short.md", passage);

@@ -61,15 +61,41 @@ fn copy_tree(from: &Path, to: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
+/// The questions of a file: (language, expected document or `-`, question).
+fn questions_in(file: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    file.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(|line| {
+        let mut parts = line.splitn(3, '\t');
+        (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+    })
+}
+
+/// Recall@5 and MRR@10 per language, from the rank of each question's document.
+#[derive(Default)]
+struct Tally(std::collections::BTreeMap<String, (usize, usize, f64)>);
+
+impl Tally {
+    fn add(&mut self, lang: &str, rank: Option<usize>) {
+        let entry = self.0.entry(lang.to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(rank.is_some_and(|r| r < 5));
+        entry.2 += rank.map_or(0.0, |r| 1.0 / (r as f64 + 1.0));
+    }
+
+    fn print(&self, prefix: &str) {
+        for (lang, (n, top5, rr)) in &self.0 {
+            let (recall, mrr) = (*top5 as f64 / *n as f64, rr / *n as f64);
+            println!("{prefix}{lang}: {n} questions, recall@5 {recall:.3}, MRR@10 {mrr:.3}");
+        }
+    }
+}
+
 /// Scores one question file: recall@5 and MRR@10 per language, and the relevance
 /// of right top hits and of off-topic questions. Each search's time goes to `latencies`.
 fn evaluate(kb: &Kb, questions: &str, show_misses: bool, latencies: &mut Vec<Duration>) {
-    let mut per_lang: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
+    let mut tally = Tally::default();
     // Relevance of the top hit: for questions whose top hit is right, and for off-topic ones.
     let (mut on_topic, mut off_topic) = (Vec::new(), Vec::new());
-    for line in questions.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let mut parts = line.splitn(3, '\t');
-        let (lang, expected, question) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    for (lang, expected, question) in questions_in(questions) {
         let t = Instant::now();
         let hits = kb.search(question, 10).unwrap();
         latencies.push(t.elapsed());
@@ -88,20 +114,13 @@ fn evaluate(kb: &Kb, questions: &str, show_misses: bool, latencies: &mut Vec<Dur
             }
         }
         let rank = hits.iter().position(|h| h.path == expected);
-        let entry = per_lang.entry(lang).or_default();
-        entry.0 += 1;
-        if rank.is_some_and(|r| r < 5) {
-            entry.1 += 1;
-        }
-        entry.2 += rank.map_or(0.0, |r| 1.0 / (r as f64 + 1.0));
+        tally.add(lang, rank);
         if show_misses && rank.is_none_or(|r| r > 0) {
             let got: Vec<&str> = hits.iter().take(3).map(|h| h.path.as_str()).collect();
             println!("  miss [{lang}] {question:?}: want {expected} (rank {rank:?}), got {got:?}");
         }
     }
-    for (lang, (n, top5, rr)) in &per_lang {
-        println!("{lang}: {n} questions, recall@5 {:.3}, MRR@10 {:.3}", *top5 as f64 / *n as f64, rr / *n as f64);
-    }
+    tally.print("");
     on_topic.sort_by(f32::total_cmp);
     off_topic.sort_by(f32::total_cmp);
     if show_misses {
@@ -168,23 +187,11 @@ impl Baseline {
 
     /// Recall@5 and MRR@10 per language, as `evaluate` prints them.
     fn evaluate(&self, questions: &str) {
-        let mut per_lang: std::collections::BTreeMap<&str, (usize, usize, f64)> = Default::default();
-        for line in questions.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let mut parts = line.splitn(3, '\t');
-            let (lang, expected, question) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-            if expected == "-" {
-                continue;
-            }
-            let rank = self.search(question, 10).iter().position(|p| p == expected);
-            let entry = per_lang.entry(lang).or_default();
-            entry.0 += 1;
-            entry.1 += usize::from(rank.is_some_and(|r| r < 5));
-            entry.2 += rank.map_or(0.0, |r| 1.0 / (r as f64 + 1.0));
+        let mut tally = Tally::default();
+        for (lang, expected, question) in questions_in(questions).filter(|(_, expected, _)| *expected != "-") {
+            tally.add(lang, self.search(question, 10).iter().position(|p| p == expected));
         }
-        for (lang, (n, top5, rr)) in &per_lang {
-            let (recall, mrr) = (*top5 as f64 / *n as f64, rr / *n as f64);
-            println!("baseline {lang}: {n} questions, recall@5 {recall:.3}, MRR@10 {mrr:.3}");
-        }
+        tally.print("baseline ");
     }
 }
 
@@ -222,8 +229,7 @@ fn main() {
         all_questions.push_str(&questions);
     }
     // Latency: the questions again, many times.
-    let qs: Vec<&str> =
-        all_questions.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.splitn(3, '\t').nth(2)).collect();
+    let qs: Vec<&str> = questions_in(&all_questions).map(|(_, _, question)| question).collect();
     for _ in 0..20 {
         for q in &qs {
             let t = Instant::now();

@@ -21,7 +21,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value};
 use tantivy::tokenizer::TokenStream;
-use tantivy::{Index, TantivyDocument, Term, doc};
+use tantivy::{Index, IndexReader, TantivyDocument, Term, doc};
 
 /// The question files, scored separately: the development questions ranking is
 /// tuned on, the check questions written before tuning, and the fresh ones
@@ -139,7 +139,7 @@ fn evaluate(kb: &Kb, questions: &str, show_misses: bool, latencies: &mut Vec<Dur
 /// Plain BM25 over whole documents: one indexed field per file, keyed by
 /// its path relative to its root.
 struct Baseline {
-    index: Index,
+    reader: IndexReader,
     text: tantivy::schema::Field,
     path: tantivy::schema::Field,
 }
@@ -154,7 +154,9 @@ impl Baseline {
         let path = schema.add_text_field("path", STRING | STORED);
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
-        let mut writer = index.writer(50_000_000).unwrap();
+        // One indexing thread: documents keep the files' order, so ties rank
+        // the same on every run.
+        let mut writer = index.writer_with_num_threads(1, 50_000_000).unwrap();
         for root in roots {
             let mut files = Vec::new();
             copy_tree(root, Path::new(""), &mut files);
@@ -164,7 +166,7 @@ impl Baseline {
             }
         }
         writer.commit().unwrap();
-        Baseline { index, text, path }
+        Baseline { reader: index.reader().unwrap(), text, path }
     }
 
     fn search(&self, question: &str, limit: usize) -> Vec<String> {
@@ -175,7 +177,7 @@ impl Baseline {
             let term = Term::from_field_text(self.text, &token.text);
             clauses.push((Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))));
         }
-        let searcher = self.index.reader().unwrap().searcher();
+        let searcher = self.reader.searcher();
         let top = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(limit).order_by_score()).unwrap();
         top.into_iter()
             .map(|(_, address)| {

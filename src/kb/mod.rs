@@ -397,7 +397,8 @@ const WHOLE_WEIGHT: f32 = 0.3;
 /// fresh E questions (MRR 0.80 against 0.69); 10 beat 0.3, 1, 3, 5 and 30 (15
 /// about equal) on the Chinese questions of the tuned-on files together.
 const CHINESE_WHOLE_WEIGHT: f32 = 10.0;
-/// An English document longer than `LONG_DOCUMENT` words has its score
+/// For an English question, a document longer than `LONG_DOCUMENT` words
+/// (as the index counts its own entry's) has its score
 /// times (`LONG_DOCUMENT` / length) ^ `LENGTH_PENALTY`: a long runbook has
 /// some of any question's words by chance (Kube Persistent Volume Filling Up,
 /// 700 words, came second for questions about stateful sets and jobs).
@@ -1163,7 +1164,7 @@ impl Kb {
             };
         }
         let coverage = self.coverage(&searcher, &topic, &ranked)?;
-        // An English runbook's length: see `LONG_DOCUMENT`. Chinese task
+        // A document's length, for an English question: see `LONG_DOCUMENT`. Chinese task
         // pages are long by nature, and their length tells nothing.
         let lengths = if asks_chinese { vec![0; ranked.len()] } else { self.lengths(&searcher, &ranked)? };
         for ((r, c), length) in ranked.iter_mut().zip(coverage).zip(lengths) {
@@ -1327,21 +1328,13 @@ impl Kb {
     /// Each ranked document's length in words (its own entry's, as the
     /// index's field norm keeps it; 0 when it has none).
     fn lengths(&self, searcher: &Searcher, ranked: &[Ranked]) -> Result<Vec<u32>, KbError> {
-        let mut norms = HashMap::new();
-        ranked
+        let norms = searcher
+            .segment_readers()
             .iter()
-            .map(|r| {
-                let Some(address) = r.entry else { return Ok(0) };
-                let ord = address.segment_ord;
-                let reader = match norms.entry(ord) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(searcher.segment_reader(ord).get_fieldnorms_reader(self.fields.all)?)
-                    }
-                };
-                Ok(reader.fieldnorm(address.doc_id))
-            })
-            .collect()
+            .map(|segment| segment.get_fieldnorms_reader(self.fields.all))
+            .collect::<Result<Vec<_>, _>>()?;
+        let length = |a: DocAddress| norms[a.segment_ord as usize].fieldnorm(a.doc_id);
+        Ok(ranked.iter().map(|r| r.entry.map_or(0, length)).collect())
     }
 
     fn snippets(&self, searcher: &Searcher, query: &dyn Query) -> Result<SnippetGenerator, KbError> {

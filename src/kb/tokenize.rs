@@ -2,7 +2,7 @@
 //! into words by jieba (search mode, so long words also yield their parts);
 //! everything else is split into letters-and-digits words, with CamelCase and
 //! dotted or dashed names also split into their parts (`NodeRAIDDiskFailure`
-//! also gives `node`, `raid`, `disk`, `failure`). Words are then lower-cased
+//! also gives `node`, `raid`, `disk`, `failure`; `crashlooping`, `crash`, `looping`). Words are then lower-cased
 //! and stemmed (English), so "restarting" finds "restarts".
 
 use std::sync::LazyLock;
@@ -126,7 +126,13 @@ fn split(text: &str) -> Vec<Token> {
             }
             Class::Word => {
                 push(&mut tokens, text, start, end, position);
-                let parts = camel_parts(&text[start..end]);
+                let word = &text[start..end];
+                let parts: Vec<(usize, usize)> = camel_parts(word)
+                    .into_iter()
+                    .flat_map(|(from, to)| {
+                        run_together_parts(&word[from..to]).into_iter().map(move |(f, t)| (from + f, from + t))
+                    })
+                    .collect();
                 if parts.len() > 1 {
                     for (from, to) in parts {
                         push(&mut tokens, text, start + from, start + to, position);
@@ -138,6 +144,30 @@ fn split(text: &str) -> Vec<Token> {
         }
     }
     tokens
+}
+
+/// Words ops write both run together and apart, at their joints:
+/// "crashlooping" (Alertmanager Cluster Crashlooping) is "crash looping" (Kube
+/// Pod Crash Looping), and "crashloopbackoff" typed in lower case is
+/// Kubernetes' CrashLoopBackOff.
+const RUN_TOGETHER: &[&[&str]] = &[&["crash", "looping"], &["crash", "loop"], &["crash", "loop", "back", "off"]];
+
+/// The parts of `word` when it is one of [`RUN_TOGETHER`], any case; else the whole.
+fn run_together_parts(word: &str) -> Vec<(usize, usize)> {
+    let whole = RUN_TOGETHER.iter().find(|parts| {
+        parts.iter().map(|p| p.len()).sum::<usize>() == word.len() && word.eq_ignore_ascii_case(&parts.concat())
+    });
+    match whole {
+        Some(parts) => parts
+            .iter()
+            .scan(0, |at, p| {
+                let from = *at;
+                *at += p.len();
+                Some((from, *at))
+            })
+            .collect(),
+        None => vec![(0, word.len())],
+    }
 }
 
 /// `NodeRAIDDiskFailure` → Node, RAID, Disk, Failure; `k8s` stays whole.
@@ -181,6 +211,15 @@ mod tests {
             assert!(t.contains(&part.to_owned()), "{part} not in {t:?}");
         }
         assert_eq!(terms("k8s: (\"*-\")"), ["k8s"]);
+    }
+
+    #[test]
+    fn a_run_together_word_also_gives_its_parts() {
+        for (text, part) in [("AlertmanagerClusterCrashlooping", "loop"), ("crashloopbackoff", "back")] {
+            let t = terms(text);
+            assert!(t.contains(&"crash".to_owned()) && t.contains(&part.to_owned()), "{t:?}");
+        }
+        assert_eq!(terms("crashed"), ["crash"]);
     }
 
     #[test]

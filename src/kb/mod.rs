@@ -94,8 +94,6 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("podmonitor", "pod monitor"),
     ("prometheusrule", "prometheus rule"),
     ("alertmanagerconfig", "alertmanager config"),
-    ("crashloop", "crash looping"),
-    ("crashloopbackoff", "crash looping"),
     ("restart loop", "crash looping"),
     ("notready", "not ready"),
     ("nic", "network interface"),
@@ -278,6 +276,19 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("not storing", "ingesting samples"),
     ("restart count", "crash looping"),
     ("wal", "fsync"),
+    // Siblings told apart by what the question says: a job still running
+    // is Kube Job Completion (Failed is the other); every Alertmanager is the
+    // Cluster alert and the Any one, only one is the Some one.
+    ("still running", "completion"),
+    ("taking too long", "completion"),
+    ("never finishes", "completion"),
+    ("never finished", "completion"),
+    ("not finished", "completion"),
+    ("every", "cluster any"),
+    ("all of the", "cluster any"),
+    ("only one", "some"),
+    ("one of the", "some"),
+    ("just one", "some"),
 ];
 
 /// One of [`SYNONYMS`] as the query is matched against it.
@@ -529,7 +540,7 @@ fn embedded_stamp(text: &str) -> Stamp {
 const MANIFEST: &str = "opsclaw-manifest.json";
 /// Bumped when what goes into the index changes (schema, analyzer, passages):
 /// an index of another format (or another opsclaw version) is built anew.
-const INDEX_FORMAT: u32 = 3;
+const INDEX_FORMAT: u32 = 4;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ManifestFile {
@@ -797,11 +808,53 @@ static PODS_OF: LazyLock<regex::Regex> = LazyLock::new(|| {
     .expect("the pod count pattern compiles")
 });
 
-/// `query` as it is searched: without [`LOG_NOISE`], and with "replicas"
-/// when it counts pods ([`PODS_OF`]).
+/// A sibling the question rules out, "(not the kubelet one)": its words are
+/// not searched, or they would find it.
+static NOT_THAT: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\(?\bnot (?:the|a|an) [\w-]+(?: [\w-]+)? ones?\)?").expect("the ruled-out pattern compiles")
+});
+
+/// A share of storage or quota given as a percentage near full ("97% full",
+/// "IUse% at 97", "3% free"), or as all of it ("100%"). Runbooks name the
+/// alert for what is full now "almost" (out of space, full) and the one for
+/// what will be "filling up": the number is how the question says which.
+static NEARLY_FULL: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(
+        r"(?i)\b(?:[89]\d(?:\.\d+)?\s*%|%\D{0,8}\b[89]\d\b|\d(?:\.\d+)?\s*%\s*(?:free|left|remaining|avail))",
+    )
+    .expect("the nearly full pattern compiles")
+});
+/// All of it: "df -i shows 100%" (Almost Out Of Files), "quota 100% used" (Fully Used).
+static ALL_FULL: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"(?i)\b100\s*%").expect("the full pattern compiles"));
+/// What a percentage near full is of, for [`NEARLY_FULL`]: "cpu at 95%" is not.
+static STORAGE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:disks?|fs|filesystems?|volumes?|pvcs?|pvs?|inodes?|space|full|quotas?|storage|df|partitions?|mounts?|iuse)\b")
+        .expect("the storage pattern compiles")
+});
+
+/// `query` as it is searched: without [`LOG_NOISE`] and what it rules out
+/// ([`NOT_THAT`]), with "replicas" when it counts pods ([`PODS_OF`]), and with
+/// "almost" ("fully almost" at 100%) when it gives storage or a quota as
+/// nearly full ([`NEARLY_FULL`]).
 fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
     let query = LOG_NOISE.replace_all(query, " ");
-    if PODS_OF.is_match(&query) { format!("{query} replicas").into() } else { query }
+    let query = match NOT_THAT.replace_all(&query, " ") {
+        std::borrow::Cow::Owned(without) => without.into(),
+        std::borrow::Cow::Borrowed(_) => query,
+    };
+    let mut extra = String::new();
+    if PODS_OF.is_match(&query) {
+        extra.push_str(" replicas");
+    }
+    if STORAGE.is_match(&query) {
+        if ALL_FULL.is_match(&query) {
+            extra.push_str(" fully almost");
+        } else if NEARLY_FULL.is_match(&query) {
+            extra.push_str(" almost");
+        }
+    }
+    if extra.is_empty() { query } else { format!("{query}{extra}").into() }
 }
 
 /// The terms of `text` as the analyzer makes them, without repeats.
@@ -1668,6 +1721,18 @@ mod tests {
         assert_eq!(as_searched("only 1 of its 3 pods for an hour"), "only 1 of its 3 pods for an hour replicas");
         assert_eq!(as_searched("web 0/1 ready"), "web 0/1 ready replicas");
         assert_eq!(as_searched("1 of 3 nodes"), "1 of 3 nodes");
+    }
+
+    #[test]
+    fn a_ruled_out_sibling_and_a_share_near_full_are_searched_as_meant() {
+        assert_eq!(as_searched("client cert expires (not the kubelet one), renew?"), "client cert expires  , renew?");
+        assert_eq!(as_searched("root fs 97% full"), "root fs 97% full almost");
+        assert_eq!(as_searched("df -i shows IUse% at 97"), "df -i shows IUse% at 97 almost");
+        assert_eq!(as_searched("namespace quota 100% used"), "namespace quota 100% used fully almost");
+        assert_eq!(as_searched("only 3% free on /var"), "only 3% free on /var");
+        assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost");
+        // A percentage of something that is not storage or a quota says nothing of "almost".
+        assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
     }
 
     #[test]

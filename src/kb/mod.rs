@@ -378,6 +378,12 @@ const CHINESE_SYNONYM_WEIGHT: f32 = 0.5;
 /// English word the runbooks do not use ("office") is respelt into one they
 /// do ("officially"), which must not make an off-topic question look answered.
 const RESPELT_RELEVANCE: f32 = 0.5;
+/// What asking about a whole title is worth in relevance: at the default bar
+/// (0.35) a question must ask 70 % of a title (by rarity) to be about it.
+/// Measured with `cargo bench --bench kb` (session 22): at 0.5, 84 % of the
+/// tuned files' right top hits pass the bar (78 % without it) and the same 3
+/// of 57 off-topic questions; 0.6 and 0.7 let more off-topic ones pass.
+const TITLE_RELEVANCE: f32 = 0.5;
 /// What a Chinese document's score is multiplied by for a question in
 /// English: a Chinese page that only shares the English of its commands and
 /// YAML (`kubectl`, `pv`, `deployment`) with the question is rarely what an
@@ -1430,7 +1436,9 @@ impl Kb {
     /// How much of what `query` asks about `hit`'s passage covers, 0 to 1:
     /// the query's topic words (not "how", "the", "怎么") each weighed by how
     /// rare it is in the index, counting a shorthand word as present when the
-    /// words it stands for are. Used to tell "nothing relevant" from a weak match.
+    /// words it stands for are; or, when more, [`TITLE_RELEVANCE`] times the
+    /// share of the hit's title the query asks about. Used to tell "nothing
+    /// relevant" from a weak match.
     pub fn relevance(&self, query: &str, hit: &Hit) -> f32 {
         let query = &*as_searched(query);
         let searcher = self.reader.searcher();
@@ -1454,7 +1462,15 @@ impl Kb {
                 matched += RESPELT_RELEVANCE * weight;
             }
         }
-        if total == 0.0 { 0.0 } else { matched / total }
+        let words = if total == 0.0 { 0.0 } else { matched / total };
+        // A question that asks about most of a runbook's title is about that
+        // runbook, whatever else it says ("kube job failed for the nightly
+        // billing export"): an alert name is the most a tired question names.
+        let asked: Vec<String> =
+            analyze(query).into_iter().chain(stood_for.iter().flat_map(|s| s.long.iter().cloned())).collect();
+        let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
+        let title = self.title_share(&searcher, &hit.title, &asked, &mut HashMap::new());
+        words.max(TITLE_RELEVANCE * title)
     }
 
     /// The runbook for an alert: the document its `runbook_url` points at
@@ -1600,6 +1616,7 @@ fn add_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kb::config::DEFAULT_RELEVANCE;
 
     fn write(dir: &Path, name: &str, text: &str) {
         let path = dir.join(name);
@@ -1733,6 +1750,24 @@ mod tests {
         assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
+    }
+
+    #[test]
+    fn a_question_about_most_of_a_title_is_relevant_to_it() {
+        // The passage lacks most of the question's rarer words, but the
+        // question names the runbook's whole title: it is about that runbook.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "KubeJobFailed.md", "# Kube Job Failed\n\n## Meaning\n\nJob failed complete.\n");
+        write(dir.path(), "KubePodNotReady.md", "# Kube Pod Not Ready\n\nA pod is not ready: its job waits.\n");
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let question = "kube job failed for the nightly billing export in tenant acme";
+        let hits = kb.search(question, 2).unwrap();
+        assert_eq!(hits[0].path, "KubeJobFailed.md", "{hits:?}");
+        assert!(kb.relevance(question, &hits[0]) >= DEFAULT_RELEVANCE, "{}", kb.relevance(question, &hits[0]));
+        // A question sharing one word of a title is not about it.
+        let other = "nightly billing export job in tenant acme is slow";
+        let hit = kb.search(other, 1).unwrap().remove(0);
+        assert!(kb.relevance(other, &hit) < DEFAULT_RELEVANCE, "{}", kb.relevance(other, &hit));
     }
 
     #[test]

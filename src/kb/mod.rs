@@ -1449,14 +1449,15 @@ impl Kb {
         let (mut total, mut matched) = (0.0f32, 0.0f32);
         // A word of the query's shorthand counts as present when the words it stands for are.
         let stood_for: Vec<&Shorthand> = shorthand_in(query).collect();
-        for term in analyze(query).into_iter().filter(|t| !STOP_TERMS.contains(t) && !is_number(t)) {
-            let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, &term));
+        let terms = analyze(query);
+        for term in terms.iter().filter(|t| !STOP_TERMS.contains(*t) && !is_number(t)) {
+            let weight = rarity(&searcher, &Term::from_field_text(self.fields.body, term));
             total += weight;
-            let mut stands_for = stood_for.iter().filter(|s| s.terms.contains(&term));
+            let mut stands_for = stood_for.iter().filter(|s| s.terms.contains(term));
             // A misspelt word counts as present when a spelling search took for it is; an
             // index read failing here only makes the passage look less relevant.
-            let respelt = || self.spelt_like(&searcher, &term).unwrap_or_default().iter().any(|t| present.contains(t));
-            if found(&term) || stands_for.any(|s| s.long.iter().all(|t| present.contains(t))) {
+            let respelt = || self.spelt_like(&searcher, term).unwrap_or_default().iter().any(|t| present.contains(t));
+            if found(term) || stands_for.any(|s| s.long.iter().all(|t| present.contains(t))) {
                 matched += weight;
             } else if respelt() {
                 matched += RESPELT_RELEVANCE * weight;
@@ -1466,9 +1467,8 @@ impl Kb {
         // A question that asks about most of a runbook's title is about that
         // runbook, whatever else it says ("kube job failed for the nightly
         // billing export"): an alert name is the most a tired question names.
-        let asked: Vec<String> =
-            analyze(query).into_iter().chain(stood_for.iter().flat_map(|s| s.long.iter().cloned())).collect();
-        let asked: HashSet<&str> = asked.iter().map(String::as_str).collect();
+        let asked: HashSet<&str> =
+            terms.iter().chain(stood_for.iter().flat_map(|s| s.long.iter())).map(String::as_str).collect();
         let title = self.title_share(&searcher, &hit.title, &asked, &mut HashMap::new());
         words.max(TITLE_RELEVANCE * title)
     }

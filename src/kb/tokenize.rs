@@ -2,8 +2,9 @@
 //! into words by jieba (search mode, so long words also yield their parts);
 //! everything else is split into letters-and-digits words, with CamelCase and
 //! dotted or dashed names also split into their parts (`NodeRAIDDiskFailure`
-//! also gives `node`, `raid`, `disk`, `failure`; `crashlooping`, `crash`, `looping`). Words are then lower-cased
-//! and stemmed (English), so "restarting" finds "restarts".
+//! also gives `node`, `raid`, `disk`, `failure`), and so are a few words ops
+//! write run together (`crashlooping` also gives `crash`, `looping`). Words
+//! are then lower-cased and stemmed (English), so "restarting" finds "restarts".
 
 use std::sync::LazyLock;
 
@@ -127,12 +128,19 @@ fn split(text: &str) -> Vec<Token> {
             Class::Word => {
                 push(&mut tokens, text, start, end, position);
                 let word = &text[start..end];
-                let parts: Vec<(usize, usize)> = camel_parts(word)
-                    .into_iter()
-                    .flat_map(|(from, to)| {
-                        run_together_parts(&word[from..to]).into_iter().map(move |(f, t)| (from + f, from + t))
-                    })
-                    .collect();
+                let mut parts = Vec::new();
+                for (from, to) in camel_parts(word) {
+                    match run_together(&word[from..to]) {
+                        Some(pieces) => {
+                            let mut at = from;
+                            for piece in pieces {
+                                parts.push((at, at + piece.len()));
+                                at += piece.len();
+                            }
+                        }
+                        None => parts.push((from, to)),
+                    }
+                }
                 if parts.len() > 1 {
                     for (from, to) in parts {
                         push(&mut tokens, text, start + from, start + to, position);
@@ -152,22 +160,12 @@ fn split(text: &str) -> Vec<Token> {
 /// Kubernetes' CrashLoopBackOff.
 const RUN_TOGETHER: &[&[&str]] = &[&["crash", "looping"], &["crash", "loop"], &["crash", "loop", "back", "off"]];
 
-/// The parts of `word` when it is one of [`RUN_TOGETHER`], any case; else the whole.
-fn run_together_parts(word: &str) -> Vec<(usize, usize)> {
-    let whole = RUN_TOGETHER.iter().find(|parts| {
-        parts.iter().map(|p| p.len()).sum::<usize>() == word.len() && word.eq_ignore_ascii_case(&parts.concat())
-    });
-    match whole {
-        Some(parts) => parts
-            .iter()
-            .scan(0, |at, p| {
-                let from = *at;
-                *at += p.len();
-                Some((from, *at))
-            })
-            .collect(),
-        None => vec![(0, word.len())],
-    }
+/// The pieces of `word` when it is one of [`RUN_TOGETHER`], in any case.
+/// The length is compared first: most words are not, and cost no allocation.
+fn run_together(word: &str) -> Option<&'static [&'static str]> {
+    RUN_TOGETHER.iter().copied().find(|pieces| {
+        pieces.iter().map(|p| p.len()).sum::<usize>() == word.len() && word.eq_ignore_ascii_case(&pieces.concat())
+    })
 }
 
 /// `NodeRAIDDiskFailure` → Node, RAID, Disk, Failure; `k8s` stays whole.

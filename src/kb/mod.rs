@@ -289,7 +289,69 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("only one", "some"),
     ("one of the", "some"),
     ("just one", "some"),
+    ("processor", "cpu"),
+    ("inbound", "receive"),
+    ("outbound", "transmit"),
+    ("fdatasync", "fsync"),
+    ("df -i", "inodes"),
+    ("settings", "config"),
+    ("backlog", "queue"),
+    ("majority", "insufficient members"),
+    ("control loops", "controller manager"),
+    ("placement", "scheduler"),
+    ("assigning", "scheduler"),
+    ("node agent", "kubelet"),
+    ("fell off", "unreachable"),
+    ("allowance", "quota"),
+    ("all replicas", "cluster any"),
 ];
+
+/// Words that name what a runbook is about, in groups whose members exclude
+/// each other (`|` separates one member's spellings). A question that names
+/// a member of a group is not about a runbook whose title names only other
+/// members of it: "statefulset rollout stuck" is not Kube Daemon Set Rollout
+/// Stuck, "prometheus reload refused" is not Alertmanager Failed Reload.
+const SUBJECTS: &[&[&str]] = &[
+    // Kubernetes workload kinds (not pods: every one of them runs pods).
+    &[
+        "deployment",
+        "statefulset|stateful set",
+        "daemonset|daemon set",
+        "job|cronjob|cron job",
+        "hpa|horizontal pod autoscaler",
+    ],
+    &[
+        "prometheus",
+        "alertmanager",
+        "etcd",
+        "kubelet",
+        "controller manager",
+        "kube proxy",
+        "kube state metrics",
+        "config reloader",
+    ],
+    &["cpu", "memory"],
+    &["receive", "transmit"],
+    &["space", "files|inodes"],
+];
+
+/// [`SUBJECTS`] as the analyzer's terms: group, member, spelling, terms.
+static SUBJECT_TERMS: LazyLock<Vec<Vec<Vec<Vec<String>>>>> = LazyLock::new(|| {
+    SUBJECTS.iter().map(|group| group.iter().map(|m| m.split('|').map(analyze).collect()).collect()).collect()
+});
+
+/// Whether a title of `title` terms names only subjects other than those `asked`.
+fn other_subject(title: &HashSet<String>, asked: &HashSet<&str>) -> bool {
+    let has = |spellings: &[Vec<String>], words: &dyn Fn(&str) -> bool| {
+        spellings.iter().any(|terms| terms.iter().all(|t| words(t)))
+    };
+    SUBJECT_TERMS.iter().any(|group| {
+        let in_title: Vec<&Vec<Vec<String>>> = group.iter().filter(|m| has(m, &|t| title.contains(t))).collect();
+        !in_title.is_empty()
+            && group.iter().any(|m| has(m, &|t| asked.contains(t)))
+            && !in_title.iter().any(|m| has(m, &|t| asked.contains(t)))
+    })
+}
 
 /// One of [`SYNONYMS`] as the query is matched against it.
 struct Shorthand {
@@ -401,6 +463,10 @@ const SECOND_PASSAGE: f32 = 0.3;
 /// files; siblings differ by a title word, and the one whose title the
 /// question covers is usually the answer).
 const TITLE_SHARE_WEIGHT: f32 = 0.5;
+/// A runbook's score when its title names only other subjects than the
+/// question ([`SUBJECTS`]). Measured with `cargo bench --bench kb` on the
+/// tuned files (session 23): 0.5 and 0.7 moved less, 0.3 the most.
+const OTHER_SUBJECT: f32 = 0.3;
 /// How much the whole document's own score adds to its passages'. The sum
 /// is then multiplied by the share of the question's topic words the
 /// document has (measured with `cargo bench --bench kb`: the share as a plain
@@ -835,7 +901,7 @@ static ALL_FULL: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"(?i)\b100\s*%").expect("the full pattern compiles"));
 /// What a percentage near full is of, for [`NEARLY_FULL`]: "cpu at 95%" is not.
 static STORAGE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"(?i)\b(?:disks?|fs|filesystems?|volumes?|pvcs?|pvs?|inodes?|space|full|quotas?|storage|df|partitions?|mounts?|iuse)\b")
+    regex::Regex::new(r"(?i)\b(?:disks?|fs|filesystems?|volumes?|pvcs?|pvs?|inodes?|space|full|quotas?|resourcequotas?|storage|df|partitions?|mounts?|iuse)\b")
         .expect("the storage pattern compiles")
 });
 
@@ -1245,6 +1311,9 @@ impl Kb {
         for r in ranked.iter_mut().take_while(|r| r.score >= bar) {
             let share = self.title_share(&searcher, &r.title, &asked, &mut rarities);
             r.score *= 1.0 + TITLE_SHARE_WEIGHT * share;
+            if other_subject(&analyze(&r.title).into_iter().collect(), &asked) {
+                r.score *= OTHER_SUBJECT;
+            }
         }
         ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
         let snippets = self.snippets(&searcher, &query)?;
@@ -1750,6 +1819,34 @@ mod tests {
         assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
+    }
+
+    #[test]
+    fn a_runbook_about_another_subject_than_the_question_names_ranks_below() {
+        // The Daemon Set runbook says more of the question's words, but the
+        // question is about a stateful set: the sibling about it is the answer.
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "KubeDaemonSetRolloutStuck.md",
+            "# Kube Daemon Set Rollout Stuck\n\n## Meaning\n\nThe rollout is stuck: pods are not updated.\n",
+        );
+        write(
+            dir.path(),
+            "KubeStatefulSetUpdateNotRolledOut.md",
+            "# Kube Stateful Set Update Not Rolled Out\n\n## Meaning\n\nA stateful set update has not rolled out.\n",
+        );
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let hits = kb.search("statefulset rollout stuck, pods not updated", 2).unwrap();
+        assert_eq!(hits[0].path, "KubeStatefulSetUpdateNotRolledOut.md", "{hits:?}");
+        // Naming no subject of the title's group, or the title's as well, changes nothing.
+        let other = |title: &str, question: &str| {
+            let asked = analyze(question);
+            other_subject(&analyze(title).into_iter().collect(), &asked.iter().map(String::as_str).collect())
+        };
+        assert!(!other("Kube Daemon Set Rollout Stuck", "rollout stuck"));
+        assert!(!other("Prometheus Not Connected To Alertmanagers", "alertmanager gets nothing from prometheus"));
+        assert!(other("Prometheus Bad Config", "alertmanager reload refused"));
     }
 
     #[test]

@@ -905,10 +905,31 @@ static STORAGE: LazyLock<regex::Regex> = LazyLock::new(|| {
         .expect("the storage pattern compiles")
 });
 
+/// A disk's own share, for [`NEARLY_FULL`]: near full, it is out of space
+/// (unless it is the inodes', [`INODES`]).
+static DISK: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:disks?|fs|filesystems?|volumes?|partitions?|mounts?|storage)\b")
+        .expect("the disk pattern compiles")
+});
+static INODES: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:inodes?|iuse|iused|ifree)\b|\bdf -i\b").expect("the inodes pattern compiles")
+});
+/// A share that will be full, not one that is: "will hit 100% by morning",
+/// "trending to zero in a few hrs" ask the "filling up" runbook.
+static PREDICTED: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(concat!(
+        r"(?i)\b(?:will|going to|trending|growing|predicted|forecast|projected)\b",
+        r"|\bby (?:morning|tonight|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+        r"|\bin (?:a few|an?|\d+) ?(?:h|hrs?|hours?|d|days?)\b",
+    ))
+    .expect("the predicted pattern compiles")
+});
+
 /// `query` as it is searched: without [`LOG_NOISE`] and what it rules out
 /// ([`NOT_THAT`]), with "replicas" when it counts pods ([`PODS_OF`]), and with
-/// "almost" ("fully almost" at 100%) when it gives storage or a quota as
-/// nearly full ([`NEARLY_FULL`]).
+/// "almost" ("fully almost" at 100%, and "space" for a disk's) when it gives
+/// storage or a quota as nearly full ([`NEARLY_FULL`]), or "filling up" when
+/// it will be ([`PREDICTED`]).
 fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
     let query = LOG_NOISE.replace_all(query, " ");
     let query = match NOT_THAT.replace_all(&query, " ") {
@@ -919,11 +940,15 @@ fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
     if PODS_OF.is_match(&query) {
         extra.push_str(" replicas");
     }
-    if STORAGE.is_match(&query) {
-        if ALL_FULL.is_match(&query) {
-            extra.push_str(" fully almost");
-        } else if NEARLY_FULL.is_match(&query) {
-            extra.push_str(" almost");
+    let full = ALL_FULL.is_match(&query);
+    if STORAGE.is_match(&query) && (full || NEARLY_FULL.is_match(&query)) {
+        if PREDICTED.is_match(&query) {
+            extra.push_str(" filling up");
+        } else {
+            extra.push_str(if full { " fully almost" } else { " almost" });
+            if DISK.is_match(&query) && !INODES.is_match(&query) {
+                extra.push_str(" space");
+            }
         }
     }
     if extra.is_empty() { query } else { format!("{query}{extra}").into() }
@@ -1812,11 +1837,15 @@ mod tests {
     #[test]
     fn a_ruled_out_sibling_and_a_share_near_full_are_searched_as_meant() {
         assert_eq!(as_searched("client cert expires (not the kubelet one), renew?"), "client cert expires  , renew?");
-        assert_eq!(as_searched("root fs 97% full"), "root fs 97% full almost");
+        assert_eq!(as_searched("root fs 97% full"), "root fs 97% full almost space");
         assert_eq!(as_searched("df -i shows IUse% at 97"), "df -i shows IUse% at 97 almost");
         assert_eq!(as_searched("namespace quota 100% used"), "namespace quota 100% used fully almost");
         assert_eq!(as_searched("only 3% free on /var"), "only 3% free on /var");
-        assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost");
+        assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost space");
+        // Near full of inodes is not out of space; a share that will be full is filling up.
+        assert_eq!(as_searched("df -i on the disk: IUse% 98%"), "df -i on the disk: IUse% 98% almost");
+        assert_eq!(as_searched("root disk will hit 100% by morning"), "root disk will hit 100% by morning filling up");
+        assert_eq!(as_searched("data volume at 93% and growing"), "data volume at 93% and growing filling up");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
     }

@@ -304,6 +304,9 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("fell off", "unreachable"),
     ("allowance", "quota"),
     ("all replicas", "cluster any"),
+    // kubectl's own words when it cannot reach the API server.
+    ("connection to the server", "api server"),
+    ("not available", "down"),
 ];
 
 /// Words that name what a runbook is about, in groups whose members exclude

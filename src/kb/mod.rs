@@ -307,6 +307,19 @@ const SYNONYMS: &[(&str, &str)] = &[
     // kubectl's own words when it cannot reach the API server.
     ("connection to the server", "api server"),
     ("not available", "down"),
+    // What Prometheus shows when it has no Alertmanager to send to.
+    ("alertmanagers discovered", "not connected"),
+    ("zero alertmanager", "not connected"),
+    ("no alertmanager", "not connected"),
+    // A pod the scheduler never looked at has no events.
+    ("no events", "scheduler down"),
+    ("pending forever", "scheduler"),
+    // The operator's log lines for its alerts.
+    ("listing nodes", "node lookup"),
+    ("syncing nodes", "node lookup"),
+    ("skipping servicemonitor", "rejected resources"),
+    ("skipping podmonitor", "rejected resources"),
+    ("out of order", "timestamps"),
 ];
 
 /// Words that name what a runbook is about, in groups whose members exclude

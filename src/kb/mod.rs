@@ -61,7 +61,7 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("fd", "file descriptor"),
     ("fds", "file descriptors"),
     ("open files", "file descriptors"),
-    ("no space left", "filesystem space"),
+    ("no space left", "filesystem space almost"),
     ("disk full", "filesystem space"),
     ("oom", "out of memory"),
     ("oomkilled", "out of memory"),
@@ -320,6 +320,12 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("skipping servicemonitor", "rejected resources"),
     ("skipping podmonitor", "rejected resources"),
     ("out of order", "timestamps"),
+    // An APIService's status when nothing serves it.
+    ("missingendpoints", "down"),
+    ("faileddiscoverycheck", "down"),
+    // Inodes run out when a filesystem holds a great many small files.
+    ("tiny files", "inodes"),
+    ("small files", "inodes"),
 ];
 
 /// Words that name what a runbook is about, in groups whose members exclude
@@ -922,13 +928,18 @@ static STORAGE: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 /// A disk's own share, for [`NEARLY_FULL`]: near full, it is out of space
-/// (unless it is the inodes', [`INODES`]).
+/// (unless it is the inodes', [`INODES`], or a volume claim's, [`CLAIM`]).
 static DISK: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"(?i)\b(?:disks?|fs|filesystems?|volumes?|partitions?|mounts?|storage)\b")
         .expect("the disk pattern compiles")
 });
 static INODES: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"(?i)\b(?:inodes?|iuse|iused|ifree)\b|\bdf -i\b").expect("the inodes pattern compiles")
+});
+/// A Kubernetes volume's share: its runbook says "filling up", not "space".
+static CLAIM: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:pvcs?|pvs?|claims?|persistent ?volumes?|persistentvolumeclaims?)\b")
+        .expect("the volume claim pattern compiles")
 });
 /// A share that will be full, not one that is: "will hit 100% by morning",
 /// "trending to zero in a few hrs" ask the "filling up" runbook.
@@ -957,15 +968,19 @@ fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
         extra.push_str(" replicas");
     }
     let full = ALL_FULL.is_match(&query);
-    if STORAGE.is_match(&query) && (full || NEARLY_FULL.is_match(&query)) {
-        if PREDICTED.is_match(&query) {
-            extra.push_str(" filling up");
+    let near = STORAGE.is_match(&query) && (full || NEARLY_FULL.is_match(&query));
+    let predicted = PREDICTED.is_match(&query);
+    if near {
+        extra.push_str(if predicted {
+            " filling up"
+        } else if full {
+            " fully almost"
         } else {
-            extra.push_str(if full { " fully almost" } else { " almost" });
-            if DISK.is_match(&query) && !INODES.is_match(&query) {
-                extra.push_str(" space");
-            }
-        }
+            " almost"
+        });
+    }
+    if (near || predicted) && DISK.is_match(&query) && !INODES.is_match(&query) && !CLAIM.is_match(&query) {
+        extra.push_str(" space");
     }
     if extra.is_empty() { query } else { format!("{query}{extra}").into() }
 }
@@ -1860,8 +1875,13 @@ mod tests {
         assert_eq!(as_searched("disk only 3% free on /var"), "disk only 3% free on /var almost space");
         // Near full of inodes is not out of space; a share that will be full is filling up.
         assert_eq!(as_searched("df -i on the disk: IUse% 98%"), "df -i on the disk: IUse% 98% almost");
-        assert_eq!(as_searched("root disk will hit 100% by morning"), "root disk will hit 100% by morning filling up");
-        assert_eq!(as_searched("data volume at 93% and growing"), "data volume at 93% and growing filling up");
+        assert_eq!(
+            as_searched("root disk will hit 100% by morning"),
+            "root disk will hit 100% by morning filling up space"
+        );
+        assert_eq!(as_searched("data volume at 93% and growing"), "data volume at 93% and growing filling up space");
+        assert_eq!(as_searched("data pvc at 93% and growing"), "data pvc at 93% and growing filling up");
+        assert_eq!(as_searched("filesystem will fill up in 4 hours"), "filesystem will fill up in 4 hours space");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
     }

@@ -326,6 +326,9 @@ const SYNONYMS: &[(&str, &str)] = &[
     // Inodes run out when a filesystem holds a great many small files.
     ("tiny files", "inodes"),
     ("small files", "inodes"),
+    // Prometheus's recording rules, and a rule group's iterations.
+    ("recording", "rule"),
+    ("iterations", "evaluations"),
 ];
 
 /// Words that name what a runbook is about, in groups whose members exclude
@@ -902,6 +905,13 @@ static PODS_OF: LazyLock<regex::Regex> = LazyLock::new(|| {
     .expect("the pod count pattern compiles")
 });
 
+/// An address with a component's well-known port ("dial tcp 10.0.3.12:10250:
+/// connect: connection refused"): the port names what is down.
+const PORTS: &[(&str, &str)] =
+    &[("10250", "kubelet"), ("6443", "api server"), ("2379", "etcd"), ("2380", "etcd"), ("9093", "alertmanager")];
+static PORT: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"[\w.\]-]:(\d{4,5})\b").expect("the port pattern compiles"));
+
 /// A sibling the question rules out, "(not the kubelet one)": its words are
 /// not searched, or they would find it.
 static NOT_THAT: LazyLock<regex::Regex> = LazyLock::new(|| {
@@ -966,6 +976,14 @@ fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
     let mut extra = String::new();
     if PODS_OF.is_match(&query) {
         extra.push_str(" replicas");
+    }
+    for port in PORT.captures_iter(&query) {
+        if let Some((_, component)) = PORTS.iter().find(|(p, _)| *p == &port[1]) {
+            if !extra.contains(component) {
+                extra.push(' ');
+                extra.push_str(component);
+            }
+        }
     }
     let full = ALL_FULL.is_match(&query);
     let near = STORAGE.is_match(&query) && (full || NEARLY_FULL.is_match(&query));
@@ -1884,6 +1902,15 @@ mod tests {
         assert_eq!(as_searched("filesystem will fill up in 4 hours"), "filesystem will fill up in 4 hours space");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");
+        // A well-known port names its component; another port, a time or a count does not.
+        assert_eq!(
+            as_searched("dial tcp 10.0.3.12:10250: connect: refused"),
+            "dial tcp 10.0.3.12:10250: connect: refused kubelet"
+        );
+        assert_eq!(
+            as_searched("GET http://10.2.3.4:8080/metrics at 03:15"),
+            "GET http://10.2.3.4:8080/metrics at 03:15"
+        );
     }
 
     #[test]

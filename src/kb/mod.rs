@@ -182,6 +182,10 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("服务账号", "serviceaccount"),
     ("环境变量", "env"),
     ("内存溢出", "out of memory"),
+    ("守护进程", "daemonset"),
+    ("退回", "回滚"),
+    ("回退", "回滚"),
+    ("钩子", "生命周期 处理函数"),
     // What Kubernetes, Prometheus and Linux print, as people paste it.
     ("back off restarting", "crash looping"),
     ("imagepullbackoff", "container waiting image pull"),

@@ -982,11 +982,11 @@ fn as_searched(query: &str) -> std::borrow::Cow<'_, str> {
         extra.push_str(" replicas");
     }
     for port in PORT.captures_iter(&query) {
-        if let Some((_, component)) = PORTS.iter().find(|(p, _)| *p == &port[1]) {
-            if !extra.contains(component) {
-                extra.push(' ');
-                extra.push_str(component);
-            }
+        if let Some((_, component)) = PORTS.iter().find(|(p, _)| *p == &port[1])
+            && !extra.contains(component)
+        {
+            extra.push(' ');
+            extra.push_str(component);
         }
     }
     let full = ALL_FULL.is_match(&query);

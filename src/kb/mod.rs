@@ -1395,7 +1395,9 @@ impl Kb {
                 r.score *= OTHER_SUBJECT;
             }
         }
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // Equal scores in the order of the documents' keys: the index's
+        // segments (several writer threads) otherwise decide it, run to run.
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
         let snippets = self.snippets(&searcher, &query)?;
         ranked.into_iter().take(limit).map(|r| self.hit(&searcher, &snippets, r.best, r.score)).collect()
     }

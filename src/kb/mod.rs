@@ -369,18 +369,26 @@ static SUBJECT_TERMS: LazyLock<Vec<Vec<Vec<Vec<String>>>>> = LazyLock::new(|| {
     SUBJECTS.iter().map(|group| group.iter().map(|m| m.split('|').map(analyze).collect()).collect()).collect()
 });
 
-/// Whether a title of `title` terms names only subjects other than those `asked`.
+/// Whether a title (its [`title_words`]) names only subjects other than those `asked`.
 fn other_subject(title: &[String], asked: &HashSet<&str>) -> bool {
-    let has = |spellings: &[Vec<String>], words: &dyn Fn(&str) -> bool| {
-        spellings.iter().any(|terms| terms.iter().all(|t| words(t)))
+    // A member is named when all the terms of one of its spellings are there.
+    let named = |member: &[Vec<String>], there: &dyn Fn(&str) -> bool| {
+        member.iter().any(|spelling| spelling.iter().all(|t| there(t)))
     };
+    let in_title = |member: &[Vec<String>]| named(member, &|t| title.iter().any(|w| w == t));
+    let in_query = |member: &[Vec<String>]| named(member, &|t| asked.contains(t));
     SUBJECT_TERMS.iter().any(|group| {
-        let in_title: Vec<&Vec<Vec<String>>> =
-            group.iter().filter(|m| has(m, &|t| title.iter().any(|w| w == t))).collect();
-        !in_title.is_empty()
-            && group.iter().any(|m| has(m, &|t| asked.contains(t)))
-            && !in_title.iter().any(|m| has(m, &|t| asked.contains(t)))
+        group.iter().any(|m| in_title(m))
+            && group.iter().any(|m| in_query(m))
+            && !group.iter().any(|m| in_title(m) && in_query(m))
     })
+}
+
+/// A title's topic words: its terms without stop words, and a CamelCase
+/// word by its parts only, as the query's parts are asked.
+fn title_words(title: &str) -> Vec<String> {
+    let compound = compounds(title);
+    analyze(title).into_iter().filter(|t| !STOP_TERMS.contains(t) && !compound.contains(t)).collect()
 }
 
 /// One of [`SYNONYMS`] as the query is matched against it.
@@ -1388,8 +1396,8 @@ impl Kb {
             terms.iter().map(String::as_str).chain(synonyms.iter().map(|(t, _)| t.as_str())).collect();
         let mut rarities = HashMap::new();
         for r in ranked.iter_mut().take_while(|r| r.score >= bar) {
-            let title = analyze(&r.title);
-            let share = self.title_share(&searcher, &r.title, &title, &asked, &mut rarities);
+            let title = title_words(&r.title);
+            let share = self.title_share(&searcher, &title, &asked, &mut rarities);
             r.score *= 1.0 + TITLE_SHARE_WEIGHT * share;
             if other_subject(&title, &asked) {
                 r.score *= OTHER_SUBJECT;
@@ -1419,27 +1427,26 @@ impl Kb {
             .collect()
     }
 
-    /// How much of `title` (its `terms` as [`analyze`] makes them) the query
-    /// asks about, 0 to 1: the title's topic words in `asked`, each weighed by
-    /// how rare it is (`rarities` caches that).
+    /// How much of a title (its [`title_words`]) the query asks about, 0 to
+    /// 1: the title's words in `asked`, each weighed by how rare it is
+    /// (`rarities` caches that).
     fn title_share(
         &self,
         searcher: &Searcher,
-        title: &str,
-        terms: &[String],
+        title: &[String],
         asked: &HashSet<&str>,
         rarities: &mut HashMap<String, f32>,
     ) -> f32 {
         let (mut total, mut matched) = (0.0f32, 0.0f32);
-        // A CamelCase title word counts by its parts, as the query's parts are asked.
-        let compound = compounds(title);
-        for term in terms.iter().filter(|t| !STOP_TERMS.contains(*t) && !compound.contains(*t)) {
-            let in_query = asked.contains(term.as_str());
-            let weight = *rarities
-                .entry(term.clone())
-                .or_insert_with_key(|t| rarity(searcher, &Term::from_field_text(self.fields.all, t)));
+        for term in title {
+            let weight = match rarities.get(term) {
+                Some(&weight) => weight,
+                None => *rarities
+                    .entry(term.clone())
+                    .or_insert(rarity(searcher, &Term::from_field_text(self.fields.all, term))),
+            };
             total += weight;
-            if in_query {
+            if asked.contains(term.as_str()) {
                 matched += weight;
             }
         }
@@ -1622,7 +1629,7 @@ impl Kb {
         // billing export"): an alert name is the most a tired question names.
         let asked: HashSet<&str> =
             terms.iter().chain(stood_for.iter().flat_map(|s| s.long.iter())).map(String::as_str).collect();
-        let title = self.title_share(&searcher, &hit.title, &analyze(&hit.title), &asked, &mut HashMap::new());
+        let title = self.title_share(&searcher, &title_words(&hit.title), &asked, &mut HashMap::new());
         words.max(TITLE_RELEVANCE * title)
     }
 
@@ -1944,7 +1951,7 @@ mod tests {
         // Naming no subject of the title's group, or the title's as well, changes nothing.
         let other = |title: &str, question: &str| {
             let asked = analyze(question);
-            other_subject(&analyze(title), &asked.iter().map(String::as_str).collect())
+            other_subject(&title_words(title), &asked.iter().map(String::as_str).collect())
         };
         assert!(!other("Kube Daemon Set Rollout Stuck", "rollout stuck"));
         assert!(!other("Prometheus Not Connected To Alertmanagers", "alertmanager gets nothing from prometheus"));

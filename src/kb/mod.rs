@@ -965,10 +965,11 @@ static CLAIM: LazyLock<regex::Regex> = LazyLock::new(|| {
         .expect("the volume claim pattern compiles")
 });
 /// A share that will be full, not one that is: "will hit 100% by morning",
-/// "trending to zero in a few hrs" ask the "filling up" runbook.
+/// "trending to zero in a few hrs" ask the "filling up" runbook ("will pods
+/// be evicted?" asks nothing of the share).
 static PREDICTED: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(concat!(
-        r"(?i)\b(?:will|going to|trending|growing|predicted|forecast|projected)\b",
+        r"(?i)\bwill (?:hit|fill|reach|run out|be full|be out)\b|\b(?:going to|trending|growing|predicted|forecast|projected)\b",
         r"|\bby (?:morning|tonight|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
         r"|\bin (?:a few|an?|\d+) ?(?:h|hrs?|hours?|d|days?)\b",
     ))
@@ -1916,6 +1917,11 @@ mod tests {
         );
         assert_eq!(as_searched("data volume at 93% and growing"), "data volume at 93% and growing filling up space");
         assert_eq!(as_searched("data pvc at 93% and growing"), "data pvc at 93% and growing filling up");
+        // "will" asks about the share only when the share is what will come.
+        assert_eq!(
+            as_searched("disk 97% full, will pods be evicted?"),
+            "disk 97% full, will pods be evicted? almost space"
+        );
         assert_eq!(as_searched("filesystem will fill up in 4 hours"), "filesystem will fill up in 4 hours space");
         // A percentage of something that is not storage or a quota says nothing of "almost".
         assert_eq!(as_searched("cpu at 95% on every node"), "cpu at 95% on every node");

@@ -1087,11 +1087,18 @@ fn stored(doc: &TantivyDocument, field: Field) -> String {
 fn snippet_markdown(snippet: &Snippet) -> String {
     let fragment = snippet.fragment();
     let mut out = String::with_capacity(fragment.len() + 16);
-    let mut at = 0;
-    for range in snippet.highlighted() {
-        if range.start < at || range.end > fragment.len() {
-            continue;
+    // Touching ranges (the parts of a CamelCase or run-together word) are
+    // one bold run: `**Crash****Loop**` would show its asterisks.
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for range in snippet.highlighted().iter().filter(|r| r.end <= fragment.len()) {
+        match runs.last_mut() {
+            Some(last) if range.start < last.end => {}
+            Some(last) if range.start == last.end => last.end = range.end,
+            _ => runs.push(range.clone()),
         }
+    }
+    let mut at = 0;
+    for range in runs {
         out.push_str(&fragment[at..range.start]);
         out.push_str("**");
         out.push_str(&fragment[range.clone()]);
@@ -1805,6 +1812,18 @@ mod tests {
         assert_eq!(hits[0].path, "KubeletClientCertificateExpiration.md", "{hits:?}");
         assert_eq!(term_weight("7", &HashSet::new()), NUMBER_WEIGHT);
         assert!(analyze("IUse% at 97").iter().any(|t| is_number(t)));
+    }
+
+    #[test]
+    fn the_parts_of_one_word_are_highlighted_as_one_bold_run() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "crash.md", "# Pod crash looping\n\nThe pod is in CrashLoopBackOff after the deploy.\n");
+        let (kb, _) = Kb::build(vec![Root::dir(dir.path())], &dir.path().join("idx")).unwrap();
+        let hits = kb.search("crash loop after deploy", 1).unwrap();
+        let snippet = &hits[0].snippet;
+        assert!(snippet.contains("**CrashLoop**BackOff"), "{snippet}");
+        assert!(snippet.contains("**deploy**"), "{snippet}");
+        assert!(!snippet.contains("****"), "{snippet}");
     }
 
     #[test]

@@ -5,9 +5,15 @@
 pub const FILES: &[(&str, &str)] = &[
     ("en/certificate-expiry.md", include_str!("../../kb/en/certificate-expiry.md")),
     ("en/disk-full.md", include_str!("../../kb/en/disk-full.md")),
+    ("en/etcd-no-leader.md", include_str!("../../kb/en/etcd-no-leader.md")),
     ("en/high-cpu.md", include_str!("../../kb/en/high-cpu.md")),
+    ("en/high-error-rate.md", include_str!("../../kb/en/high-error-rate.md")),
+    ("en/memory-oom.md", include_str!("../../kb/en/memory-oom.md")),
+    ("en/node-not-ready.md", include_str!("../../kb/en/node-not-ready.md")),
     ("en/pod-crashloop.md", include_str!("../../kb/en/pod-crashloop.md")),
     ("zh/disk-full.md", include_str!("../../kb/zh/disk-full.md")),
+    ("zh/etcd-no-leader.md", include_str!("../../kb/zh/etcd-no-leader.md")),
+    ("zh/node-not-ready.md", include_str!("../../kb/zh/node-not-ready.md")),
     ("zh/pod-crashloop.md", include_str!("../../kb/zh/pod-crashloop.md")),
 ];
 

@@ -39,7 +39,7 @@ async fn the_example_knowledge_base_is_indexed_and_searched_in_both_languages() 
     let junk = dir.path().join("junk");
     std::fs::create_dir_all(&junk).unwrap();
     std::fs::write(junk.join("binary.md"), b"\x00\x01\x02").unwrap();
-    std::fs::write(junk.join("broken.md"), "---\ntitle: never closed\n\nEtcd has no leader: check the members.")
+    std::fs::write(junk.join("broken.md"), "---\ntitle: never closed\n\nZookeeper session expired: restart the follower.")
         .unwrap();
     let index = dir.path().join("index");
     let (ok, out, err) = opsclaw(
@@ -57,7 +57,7 @@ async fn the_example_knowledge_base_is_indexed_and_searched_in_both_languages() 
     )
     .await;
     assert!(ok, "{out}{err}");
-    assert!(out.contains("indexed 7 documents") && out.contains("1 skipped"), "{out}");
+    assert!(out.contains("indexed 13 documents") && out.contains("1 skipped"), "{out}");
     assert_eq!(err.matches("knowledge base file skipped").count(), 1, "one log line per skipped file: {err}");
 
     let idx = index.to_str().unwrap();
@@ -73,7 +73,7 @@ async fn the_example_knowledge_base_is_indexed_and_searched_in_both_languages() 
         assert!(!first[key].is_null(), "{key} missing in {first}");
     }
 
-    let queries = "磁盘满了怎么处理\nTLS cert expired\n\"(*:-)\"\netcd no leader\n";
+    let queries = "磁盘满了怎么处理\nTLS cert expired\n\"(*:-)\"\nzookeeper session expired\n";
     let (ok, out, _) = opsclaw(&["kb", "search", "--index", idx, "--limit", "5", "-"], Some(queries)).await;
     assert!(ok);
     let answers: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

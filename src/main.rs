@@ -237,10 +237,27 @@ fn kb(action: KbAction) -> anyhow::Result<ExitCode> {
             let kb = Kb::open(&index)?;
             let mut out = std::io::stdout().lock();
             if query == "-" {
-                for line in std::io::stdin().lock().lines() {
-                    let q = line?;
-                    let hits = kb.search(&q, limit).unwrap_or_default();
-                    writeln!(out, "{}", serde_json::json!({ "q": q, "hits": hits }))?;
+                // One JSON line per input line, whatever the line holds, so
+                // answers stay aligned with questions: a bad one gets an
+                // `error` (and one line on stderr), not the end of the batch.
+                let (mut stdin, mut line, mut n) = (std::io::stdin().lock(), Vec::new(), 0);
+                while stdin.read_until(b'\n', &mut line)? > 0 {
+                    n += 1;
+                    let raw = line.strip_suffix(b"\n").unwrap_or(&line);
+                    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                    let q = String::from_utf8_lossy(raw);
+                    if let std::borrow::Cow::Owned(_) = q {
+                        eprintln!("opsclaw: query {n} is not valid UTF-8; searched with its bad bytes replaced");
+                    }
+                    let answer = match kb.search(&q, limit) {
+                        Ok(hits) => serde_json::json!({ "q": q, "hits": hits }),
+                        Err(e) => {
+                            eprintln!("opsclaw: query {n}: {e}");
+                            serde_json::json!({ "q": q, "hits": [], "error": e.to_string() })
+                        }
+                    };
+                    writeln!(out, "{answer}")?;
+                    line.clear();
                 }
                 return Ok(ExitCode::SUCCESS);
             }

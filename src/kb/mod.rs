@@ -608,6 +608,14 @@ pub enum KbError {
     Io { path: PathBuf, error: std::io::Error },
     #[error("the query is longer than {MAX_QUERY_CHARS} characters")]
     QueryTooLong,
+    #[error("no knowledge index in {0}: build one with `opsclaw kb index --root DIR --index {0}`")]
+    NoIndex(PathBuf),
+    #[error(
+        "the knowledge index in {0} was built by another version of opsclaw: build it again with `opsclaw kb index`"
+    )]
+    OtherVersion(PathBuf),
+    #[error("{dir} holds files that are not a knowledge index ({file}, …): give the index a directory of its own")]
+    NotAnIndex { dir: PathBuf, file: String },
 }
 
 /// Where Markdown files come from: a directory (filtered by include and
@@ -660,6 +668,47 @@ struct ManifestFile {
 
 fn index_format() -> String {
     format!("{}/{INDEX_FORMAT}", env!("CARGO_PKG_VERSION"))
+}
+
+impl ManifestFile {
+    /// The manifest in `dir`, when this version of opsclaw wrote it.
+    fn current(dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join(MANIFEST)).ok()?;
+        serde_json::from_slice::<Self>(&bytes).ok().filter(|m| m.format == index_format())
+    }
+}
+
+/// Whether `name` is one of the files an index directory holds: tantivy's
+/// (its meta files, locks, segment files named by a 32-digit hex id, and the
+/// temporary file of a write a crash cut off) and the manifest.
+fn is_index_file(name: &str) -> bool {
+    let segment = name.len() > 33 && name.as_bytes()[32] == b'.' && name[..32].bytes().all(|b| b.is_ascii_hexdigit());
+    segment
+        || name.starts_with(".tantivy-")
+        || name.starts_with(".tmp")
+        || [MANIFEST, "meta.json", ".managed.json"].contains(&name)
+        || name.strip_prefix(MANIFEST) == Some(".new")
+}
+
+/// Makes `dir` an empty directory for a new index. Only an index's own files
+/// are removed: a directory holding anything else (a runbook root given as
+/// `--index` by mistake) is refused, never emptied.
+fn clear_index_dir(dir: &Path) -> Result<(), KbError> {
+    let io = |error| KbError::Io { path: dir.to_owned(), error };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut ours = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_index_file(&name) || !entry.file_type().map_err(io)?.is_file() {
+            return Err(KbError::NotAnIndex { dir: dir.to_owned(), file: name });
+        }
+        ours.push(entry.path());
+    }
+    for path in ours {
+        std::fs::remove_file(&path).map_err(|error| KbError::Io { path, error })?;
+    }
+    Ok(())
 }
 
 impl Root {
@@ -1114,11 +1163,7 @@ impl Kb {
     /// (only files that changed since are read), when it was written by this
     /// version of opsclaw; otherwise built anew.
     pub fn load(roots: Vec<Root>, dir: &Path) -> Result<(Self, BuildStats), KbError> {
-        let previous = std::fs::read(dir.join(MANIFEST))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<ManifestFile>(&bytes).ok())
-            .filter(|m| m.format == index_format());
-        let Some(previous) = previous else { return Self::build(roots, dir) };
+        let Some(previous) = ManifestFile::current(dir) else { return Self::build(roots, dir) };
         let opened = Index::open_in_dir(dir).map_err(KbError::from).and_then(|i| Ok((fields_of(&i.schema())?, i)));
         let (fields, index) = match opened {
             Ok(pair) => pair,
@@ -1136,10 +1181,7 @@ impl Kb {
 
     /// Builds a fresh index of `roots` in `dir` (replacing an index there).
     pub fn build(roots: Vec<Root>, dir: &Path) -> Result<(Self, BuildStats), KbError> {
-        if dir.join("meta.json").exists() {
-            std::fs::remove_dir_all(dir).map_err(|error| KbError::Io { path: dir.to_owned(), error })?;
-        }
-        std::fs::create_dir_all(dir).map_err(|error| KbError::Io { path: dir.to_owned(), error })?;
+        clear_index_dir(dir)?;
         let (schema, fields) = schema();
         let index = Index::create_in_dir(dir, schema)?;
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
@@ -1162,8 +1204,15 @@ impl Kb {
         Ok((kb, stats))
     }
 
-    /// Opens an index built earlier (for searching; it is not kept current).
+    /// Opens an index built earlier by this version (for searching; it is
+    /// not kept current): one built by another may analyze words otherwise.
     pub fn open(dir: &Path) -> Result<Self, KbError> {
+        if !dir.join("meta.json").is_file() {
+            return Err(KbError::NoIndex(dir.to_owned()));
+        }
+        if ManifestFile::current(dir).is_none() {
+            return Err(KbError::OtherVersion(dir.to_owned()));
+        }
         let index = Index::open_in_dir(dir)?;
         index.tokenizers().register(tokenize::NAME, tokenize::analyzer());
         let fields = fields_of(&index.schema())?;

@@ -246,7 +246,7 @@ fn kb(action: KbAction) -> anyhow::Result<ExitCode> {
                     let raw = line.strip_suffix(b"\n").unwrap_or(&line);
                     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                     let q = String::from_utf8_lossy(raw);
-                    if let std::borrow::Cow::Owned(_) = q {
+                    if matches!(q, std::borrow::Cow::Owned(_)) {
                         eprintln!("opsclaw: query {n} is not valid UTF-8; searched with its bad bytes replaced");
                     }
                     let answer = match kb.search(&q, limit) {

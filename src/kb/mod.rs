@@ -682,12 +682,11 @@ impl ManifestFile {
 /// (its meta files, locks, segment files named by a 32-digit hex id, and the
 /// temporary file of a write a crash cut off) and the manifest.
 fn is_index_file(name: &str) -> bool {
-    let segment = name.len() > 33 && name.as_bytes()[32] == b'.' && name[..32].bytes().all(|b| b.is_ascii_hexdigit());
+    let bytes = name.as_bytes();
+    let segment = bytes.len() > 33 && bytes[32] == b'.' && bytes[..32].iter().all(u8::is_ascii_hexdigit);
     segment
-        || name.starts_with(".tantivy-")
-        || name.starts_with(".tmp")
-        || [MANIFEST, "meta.json", ".managed.json"].contains(&name)
-        || name.strip_prefix(MANIFEST) == Some(".new")
+        || [".tantivy-", ".tmp", MANIFEST].iter().any(|prefix| name.starts_with(prefix))
+        || ["meta.json", ".managed.json"].contains(&name)
 }
 
 /// Makes `dir` an empty directory for a new index. Only an index's own files
